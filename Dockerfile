@@ -1,0 +1,34 @@
+# tiergate: the same install steps as the Makefile (`make install`), in a slim image.
+#   docker build -t tiergate .
+#   docker run --rm -v tiergate-cache:/home/tiergate/.tiergate-cache tiergate compress
+# For a CPU-only torch wheel (a few hundred MB instead of the CUDA build), pass
+# --build-arg PIP_EXTRA_INDEX_URL=<PyTorch's CPU wheel index>.
+FROM python:3.11-slim-bookworm
+
+# Debian's Fashion-MNIST: the embedded default's data (Makefile: system-deps)
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 1000 tiergate
+WORKDIR /home/tiergate/app
+ARG PIP_EXTRA_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+
+# Dependencies first, so source edits do not reinstall them (Makefile: $(STAMP))
+COPY pyproject.toml constraints.txt README.md ./
+RUN mkdir -p compression profiles serving tiergate \
+ && echo '__version__ = "0.0.0"' > tiergate/__init__.py \
+ && pip install -c constraints.txt . \
+ && pip uninstall -y tiergate
+
+COPY compression compression
+COPY profiles profiles
+COPY serving serving
+COPY tiergate tiergate
+RUN pip install --no-deps -c constraints.txt . && chown -R tiergate /home/tiergate
+
+USER tiergate
+ENV TIERGATE_CACHE_DIR=/home/tiergate/.tiergate-cache
+ENTRYPOINT ["tiergate"]
+CMD ["compress"]

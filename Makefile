@@ -1,0 +1,47 @@
+# The two set-up commands are `make run` and `make test`; CI runs `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := dataset-fashion-mnist
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+.PHONY: install system-deps run compress test test-unit lint bench clean
+
+install: system-deps $(STAMP)
+
+# Debian's Fashion-MNIST for the embedded default; skipped where apt is absent
+# (the digits config and the tests still work there).
+system-deps:
+	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/tiergate compress
+
+compress: run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python -m tests.benchmarks.bench_menu --keep benchmarks
+
+clean:
+	rm -rf .tiergate-cache .pytest_cache

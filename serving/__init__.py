@@ -1,0 +1,1 @@
+"""HTTP gateway on Ray Serve (arrives with the serving issue)."""
