@@ -1,0 +1,129 @@
+"""Measure one ONNX variant: predictions, accuracy with its 95% interval, latency
+percentiles per batch size, parameters and FLOPs.
+
+    session = open_session(Path("model.onnx"), threads=1)
+    latency = measure_latency(session, sample, batch_sizes=(1, 8, 32))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper, shape_inference
+
+
+def open_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """An ORT CPU session pinned to ``threads`` intra-op threads (0 = ORT's default)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def predict(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits (N, K) for ``x`` (N, C, H, W)."""
+    name = session.get_inputs()[0].name
+    parts = [
+        session.run(None, {name: x[start : start + batch_size]})[0] for start in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion: honest near 0 and 1, unlike p +- z*se."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    # the min/max only guard float rounding at p = 0 or 1, where the bound equals p
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float
+    p95: float
+    p99: float
+    runs: int
+
+
+def measure_latency(
+    session: ort.InferenceSession,
+    sample: np.ndarray,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    warmup_runs: int = 10,
+    min_runs: int = 30,
+    budget_s: float = 1.0,
+) -> dict[int, Percentiles]:
+    """Wall-clock ms per ``session.run`` at each batch size: warm-up, then at least
+    ``min_runs`` runs and as many more as fit in ``budget_s``."""
+    name = session.get_inputs()[0].name
+    results = {}
+    for batch_size in batch_sizes:
+        batch = np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
+        feed = {name: batch.astype(np.float32)}
+        for _ in range(warmup_runs):
+            session.run(None, feed)
+        timings_ms: list[float] = []
+        deadline = time.perf_counter() + budget_s
+        while len(timings_ms) < min_runs or time.perf_counter() < deadline:
+            started = time.perf_counter()
+            session.run(None, feed)
+            timings_ms.append((time.perf_counter() - started) * 1000)
+            if len(timings_ms) >= 20 * min_runs:
+                break
+        p50, p95, p99 = np.percentile(timings_ms, [50, 95, 99])
+        results[batch_size] = Percentiles(float(p50), float(p95), float(p99), len(timings_ms))
+    return results
+
+
+_WEIGHTED_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
+
+
+def count_params_and_flops(path: Path) -> tuple[int, int]:
+    """(parameters, FLOPs per image) from the ONNX graph: the weights of Conv/Gemm/MatMul
+    (through DequantizeLinear for int8) and 2 x multiply-adds of those layers."""
+    model = shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    initializers = {init.name: numpy_helper.to_array(init).shape for init in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+    shapes = {
+        value.name: [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
+        for value in [*graph.value_info, *graph.output]
+    }
+
+    def weight_shape(name: str) -> tuple[int, ...] | None:
+        if name in initializers:
+            return initializers[name]
+        node = producers.get(name)
+        if node is not None and node.op_type in ("DequantizeLinear", "Identity", "Cast"):
+            return weight_shape(node.input[0])
+        return None
+
+    params, macs = 0, 0
+    for node in graph.node:
+        if node.op_type not in _WEIGHTED_OPS:
+            continue
+        weights = [shape for shape in map(weight_shape, node.input[1:]) if shape is not None]
+        params += sum(int(np.prod(shape)) for shape in weights)
+        if not weights:
+            continue
+        kernel = int(np.prod(weights[0]))
+        if node.op_type.startswith("Conv"):
+            out = shapes.get(node.output[0])
+            spatial = int(np.prod(out[2:])) if out else 1
+            macs += kernel * spatial  # kernel = Cout * Cin/groups * kh * kw
+        else:
+            macs += kernel
+    return params, 2 * macs

@@ -1,0 +1,147 @@
+"""Measure every built variant on the serving hardware and assemble the menu.
+
+    menu = profile_variants(variants, splits, ProfileConfig(threads=1), cache_dir)
+
+Measurements are cached by (artifact sha256, data, settings, CPU, ORT version):
+a warm start re-reads them instead of re-timing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
+
+from compression.cache import cache_key
+from compression.data import Splits
+from compression.progress import progress
+from profiles.measure import (
+    count_params_and_flops,
+    measure_latency,
+    open_session,
+    predict,
+    wilson_interval,
+)
+from profiles.menu import LatencyStats, MenuEntry, mark_pareto
+
+log = logging.getLogger(__name__)
+
+
+class ProfileConfig(BaseModel):
+    """How variants are timed; threads should match what a serving replica gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    threads: int = Field(1, ge=1, description="ORT intra-op threads while timing")
+    warmup_runs: int = Field(10, ge=0)
+    min_runs: int = Field(30, ge=5)
+    budget_s: float = Field(1.0, gt=0, description="time per variant and batch size")
+    eval_batch_size: int = Field(256, ge=1)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A built variant handed to the profiler (kept free of compression's build types)."""
+
+    name: str
+    recipe: tuple[str, ...]
+    path: Path
+    sha256: str
+    build_s: float
+    cache_hit: bool
+    details: dict[str, object]
+
+
+def hardware_id() -> str:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} x{os.cpu_count()} {platform.machine()}"
+
+
+def profile_variants(
+    candidates: Sequence[Candidate],
+    splits: Splits,
+    config: ProfileConfig,
+    cache_dir: Path,
+    reprofile: bool = False,
+) -> list[MenuEntry]:
+    """One MenuEntry per candidate, the first being the fp32 reference."""
+    store = Path(cache_dir) / "profiles"
+    store.mkdir(parents=True, exist_ok=True)
+    measured = []
+    for candidate in progress(candidates, desc="profiling", unit="variant"):
+        key = cache_key({
+            "sha256": candidate.sha256, "data": splits.fingerprint, "config": config.model_dump(),
+            "hardware": hardware_id(), "onnxruntime": ort.__version__,
+        })[:32]  # fmt: skip
+        record, labels = _load(store, key) if not reprofile else (None, None)
+        if record is None:
+            log.info("%s: measuring accuracy and latency", candidate.name)
+            record, labels = _measure(candidate, splits, config)
+            (store / f"{key}.json").write_text(json.dumps(record))
+            np.save(store / f"{key}.npy", labels)
+        measured.append((candidate, record, labels))
+    return mark_pareto(_entries(measured, splits, config))
+
+
+def _load(store: Path, key: str) -> tuple[dict | None, np.ndarray | None]:
+    try:
+        return json.loads((store / f"{key}.json").read_text()), np.load(store / f"{key}.npy")
+    except (OSError, ValueError):
+        return None, None
+
+
+def _measure(candidate: Candidate, splits: Splits, config: ProfileConfig) -> tuple[dict, np.ndarray]:
+    evaluator = open_session(candidate.path, threads=0)
+    labels = predict(evaluator, splits.test.x, config.eval_batch_size).argmax(1).astype(np.int64)
+    del evaluator
+    session = open_session(candidate.path, threads=config.threads)
+    latency = measure_latency(
+        session, splits.test.x[:64], config.batch_sizes, config.warmup_runs, config.min_runs,
+        config.budget_s,
+    )  # fmt: skip
+    params, flops = count_params_and_flops(candidate.path)
+    record = {
+        "latency_ms": {str(b): vars(p) for b, p in latency.items()},
+        "params": params, "flops": flops, "size_bytes": candidate.path.stat().st_size,
+    }  # fmt: skip
+    return record, labels
+
+
+def _entries(measured: list, splits: Splits, config: ProfileConfig) -> list[MenuEntry]:
+    reference_labels = measured[0][2]
+    reference_p50 = measured[0][1]["latency_ms"]["1"]["p50"]
+    largest = str(max(config.batch_sizes))
+    entries = []
+    for candidate, record, labels in measured:
+        accuracy, interval = None, None
+        if splits.test.y is not None:
+            correct = int((labels == splits.test.y).sum())
+            accuracy, interval = correct / len(labels), wilson_interval(correct, len(labels))
+        latency = {b: LatencyStats(**stats) for b, stats in record["latency_ms"].items()}
+        entries.append(MenuEntry(
+            name=candidate.name, recipe=list(candidate.recipe), path=str(candidate.path),
+            sha256=candidate.sha256, accuracy=accuracy, accuracy_ci95=interval,
+            fidelity=float((labels == reference_labels).mean()), test_samples=len(labels),
+            latency_ms=latency, threads=config.threads,
+            throughput_per_s=int(largest) * 1000 / latency[largest].p50,
+            speedup=reference_p50 / latency["1"].p50 if "1" in latency else float("nan"),
+            size_bytes=record["size_bytes"], params=record["params"], flops=record["flops"],
+            build_s=candidate.build_s, cache_hit=candidate.cache_hit, details=candidate.details,
+        ))  # fmt: skip
+    return entries
