@@ -1,0 +1,86 @@
+"""From a config to a measured menu: load data and base, build variants, profile them,
+write ``manifest.json`` and ``pareto.png`` into the cache.
+
+    menu = build_menu(load_config())
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from compression import (
+    ArtifactCache,
+    Builder,
+    Splits,
+    load_base,
+    load_splits,
+    parse_variants,
+    train_base,
+)
+from compression.cache import cache_key
+from profiles import Candidate, Menu, plot_pareto, profile_variants
+from tiergate.config import AppConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MenuFiles:
+    manifest: Path
+    chart: Path
+
+
+def menu_files(config: AppConfig) -> MenuFiles:
+    folder = config.compress.cache_dir / config.model.name
+    return MenuFiles(folder / "manifest.json", folder / "pareto.png")
+
+
+def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
+    """Build (or load from cache) and measure every configured variant."""
+    log.info("loading data (%s)", config.data.source)
+    splits = load_splits(config.data)
+    log.info(
+        "data: %d train, %d calibration, %d validation, %d test images of shape %s",
+        len(splits.train), len(splits.calibration), len(splits.validation), len(splits.test),
+        splits.input_shape,
+    )  # fmt: skip
+    config = ensure_base_weights(config, splits)
+    base = load_base(config.model, splits)
+    builder = Builder(config.model, splits, base, config.compress.cache_dir,
+                      config.compress.finetune_samples)  # fmt: skip
+    built, skipped = builder.build_all(parse_variants(config.compress.variants, config.compress.recipes))
+    candidates = [
+        Candidate(
+            name=v.spec.name, recipe=v.spec.recipe, path=v.artifact.path, sha256=v.artifact.sha256,
+            build_s=float(v.artifact.meta["build_s"]), cache_hit=v.artifact.cache_hit,
+            details=dict(v.artifact.meta.get("details", {})),
+        )
+        for v in built
+    ]  # fmt: skip
+    entries = profile_variants(candidates, splits, config.profile, config.compress.cache_dir, reprofile)
+    menu = Menu(
+        model=config.model.name, dataset=config.data.source, labelled=splits.labelled,
+        quality_metric="accuracy" if splits.labelled else "fidelity", variants=entries,
+        skipped=skipped,
+    )  # fmt: skip
+    files = menu_files(config)
+    menu.write(files.manifest)
+    plot_pareto(menu, files.chart)
+    return menu
+
+
+def ensure_base_weights(config: AppConfig, splits: Splits) -> AppConfig:
+    """For a built-in ResNet without weights, train one into the cache when allowed."""
+    model = config.model
+    if model.source != "resnet" or (model.weights is not None and model.weights.is_file()):
+        return config
+    if not config.compress.train_base_if_missing:
+        return config  # load_base names the missing file and the command that makes it
+    key = cache_key({"arch": model.model_dump(exclude={"weights"}), "data": splits.fingerprint})
+    path = ArtifactCache(config.compress.cache_dir).root.parent / "base" / f"{key[:32]}.pt"
+    if not path.is_file():
+        log.info("model.weights missing: training a %s base on %s first", model.name, config.data.source)
+        train_base(model, splits, path)
+    return config.model_copy(update={"model": model.model_copy(update={"weights": path})})

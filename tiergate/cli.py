@@ -1,0 +1,128 @@
+"""The ``tiergate`` command.
+
+tiergate compress [--config F] [--json]     build, measure and print the menu
+tiergate train-base [--config F] [--out W]  train the built-in base model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tiergate import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "json", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+    )  # fmt: skip
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    from compression import CompressionError, DataError, ModelError
+    from tiergate.config import ConfigError
+
+    try:
+        return args.run(args)
+    except (ConfigError, DataError, ModelError, CompressionError, ValueError) as error:
+        print(f"tiergate: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiergate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tiergate {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    compress = commands.add_parser("compress", help="build, measure and print the variant menu")
+    _add_source_options(compress)
+    compress.add_argument("--json", action="store_true", help="print the menu as one JSON object")
+    compress.add_argument("--reprofile", action="store_true", help="re-time even if cached")
+    compress.set_defaults(run=_compress)
+
+    train = commands.add_parser("train-base", help="train the built-in ResNet base on the data")
+    _add_source_options(train)
+    train.add_argument("--out", type=Path, help="weights file (default: model.weights)")
+    train.set_defaults(run=_train_base)
+    return parser
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (default: $TIERGATE_CONFIG or "
+                        "the shipped Fashion-MNIST config)")  # fmt: skip
+    parser.add_argument("--model", help="TorchScript file, or package.module:factory")
+    parser.add_argument("--weights", type=Path, help="state_dict for --model factory")
+    parser.add_argument("--data", type=Path, help=".npz with x (N,C,H,W) [and y], or image folder")
+    parser.add_argument("--num-classes", type=int, help="classes, when the data has no labels")
+    parser.add_argument("--input-shape", help="C,H,W of the model input (image folders)")
+    parser.add_argument("--variants", help="comma-separated, e.g. fp32,int8,pruned+int8")
+    parser.add_argument("--cache-dir", type=Path, help="where artifacts and the manifest go")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.model:
+        if ":" in args.model and not Path(args.model).exists():
+            overrides.update({"model.source": "factory", "model.factory": args.model})
+            overrides["model.weights"] = str(args.weights) if args.weights else None
+        else:
+            overrides.update({"model.source": "torchscript", "model.path": str(Path(args.model).resolve())})
+        overrides["model.name"] = Path(args.model.split(":")[-1]).stem.replace(".", "-") or "model"
+    elif args.weights:
+        overrides["model.weights"] = str(args.weights.resolve())
+    if args.data:
+        source = "npz" if args.data.suffix == ".npz" else "folder"
+        overrides.update({"data.source": source, "data.path": str(args.data.resolve())})
+    if args.input_shape:
+        try:
+            channels, height, width = (int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape: expected C,H,W, got {args.input_shape!r}") from None
+        overrides.update({"data.channels": channels, "data.image_size": (height, width)})
+    if args.num_classes:
+        overrides["data.num_classes"] = args.num_classes
+    if args.variants:
+        overrides["compress.variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.cache_dir:
+        overrides["compress.cache_dir"] = str(args.cache_dir)
+    return overrides
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from profiles import render_table
+    from tiergate.build import build_menu, menu_files
+    from tiergate.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    menu = build_menu(config, reprofile=args.reprofile)
+    if args.json:
+        print(json.dumps(menu.model_dump(mode="json")))
+        return 0
+    files = menu_files(config)
+    print(render_table(menu))
+    print(f"\nmanifest: {files.manifest}\npareto chart: {files.chart}")
+    return 0
+
+
+def _train_base(args: argparse.Namespace) -> int:
+    from compression import load_splits, train_base
+    from tiergate.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    if config.model.source != "resnet":
+        raise ValueError("train-base trains the built-in ResNet (model.source: resnet)")
+    out = args.out or config.model.weights
+    if out is None:
+        raise ValueError("train-base: give --out or set model.weights in the config")
+    meta = train_base(config.model, load_splits(config.data), Path(out))
+    print(json.dumps({"weights": str(out), **meta}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

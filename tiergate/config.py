@@ -1,0 +1,108 @@
+"""One YAML file -> one validated config tree.
+
+    config = load_config(Path("tiergate/configs/default.yaml"))
+    config.compress.variants  # ['fp32', 'int8', ...]
+
+Unknown fields are refused and every error names its field path, e.g.
+``compress.recipes.pruned.ratio: Input should be less than 1``. Relative paths
+are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compression import DataConfig, ModelConfig, Recipe, default_recipes, parse_variants
+from profiles import ProfileConfig
+from tiergate import settings
+
+DEFAULT_VARIANTS = ["fp32", "int8", "pruned", "distilled", "lowrank", "pruned+int8", "distilled+int8"]
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message names the field."""
+
+
+class CompressConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cache_dir: Path = Path(".tiergate-cache")
+    finetune_samples: int = Field(20000, ge=1, description="training images shared by fine-tunes")
+    train_base_if_missing: bool = Field(
+        False, description="resnet without weights: train it on first use (small data only)"
+    )
+    recipes: dict[str, Recipe] = Field(default_factory=default_recipes)
+    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
+
+    @field_validator("recipes")
+    @classmethod
+    def _recipe_names(cls, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+        for name in recipes:
+            if name == "fp32" or "+" in name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"recipe name {name!r} must be alphanumeric (with - or _), not 'fp32'")
+        return recipes
+
+    @model_validator(mode="after")
+    def _variants_parse(self) -> CompressConfig:
+        parse_variants(self.variants, self.recipes)
+        return self
+
+
+class AppConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    compress: CompressConfig = CompressConfig()
+    profile: ProfileConfig = ProfileConfig()
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AppConfig:
+    """Read, merge ``overrides`` (dotted keys like ``model.weights``), resolve paths, validate."""
+    path = Path(path or settings.config_path())
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"config: cannot read {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config: {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {path} must hold a mapping at the top level")
+    _resolve_paths(raw, path.parent.resolve())
+    for dotted, value in (overrides or {}).items():
+        section, _, field = dotted.partition(".")
+        raw.setdefault(section, {})[field] = value
+    cache_dir = settings.cache_dir_override()
+    if cache_dir is not None:
+        raw.setdefault("compress", {})["cache_dir"] = str(cache_dir)
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"config {path}:\n{_describe(error)}") from None
+
+
+_PATH_FIELDS = {"model": ("path", "weights"), "data": ("path",), "compress": ("cache_dir",)}
+
+
+def _resolve_paths(raw: dict[str, Any], root: Path) -> None:
+    for section, fields in _PATH_FIELDS.items():
+        block = raw.get(section)
+        if not isinstance(block, dict):
+            continue
+        for field in fields:
+            value = block.get(field)
+            if isinstance(value, str) and not Path(value).is_absolute() and section != "compress":
+                block[field] = str(root / value)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for issue in error.errors():
+        where = ".".join(str(part) for part in issue["loc"] if not str(part).startswith("function-"))
+        lines.append(f"  {where or '(top level)'}: {issue['msg']}")
+    return "\n".join(lines)
