@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -21,6 +23,8 @@ from compression.models import ResNet
 from compression.train import Fit, fit, predict_logits
 
 log = logging.getLogger(__name__)
+
+_META_KEY = "__meta__"
 
 
 class ModelError(ValueError):
@@ -73,7 +77,7 @@ def load_base(config: ModelConfig, splits: Splits) -> nn.Module:
             raise ModelError(
                 f"model.weights: {config.weights} not found; run 'tiergate train-base' to create it"
             )
-        model.load_state_dict(_read_weights(config.weights)["state_dict"])
+        model.load_state_dict(read_weights(config.weights)["state_dict"])
     model = model.float().eval()
     _check_shapes(model, splits)
     return model
@@ -89,7 +93,7 @@ def weights_digest(config: ModelConfig) -> str:
 
 
 def train_base(config: ModelConfig, splits: Splits, out: Path) -> dict[str, Any]:
-    """Train the built-in ResNet on ``splits.train`` and save fp16 weights to ``out``."""
+    """Train the built-in ResNet on ``splits.train`` and save fp16 weights to ``out`` (.npz)."""
     if splits.train.y is None:
         raise ModelError("train-base needs labelled data")
     torch.manual_seed(config.train.seed)
@@ -102,17 +106,36 @@ def train_base(config: ModelConfig, splits: Splits, out: Path) -> dict[str, Any]
         "validation_accuracy": accuracy, "data_fingerprint": splits.fingerprint,
         "train": config.train.model_dump(mode="json"), "torch": str(torch.__version__),
     }  # fmt: skip
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "meta": meta}, out)
+    save_weights(model, meta, out)
     log.info("train-base: validation accuracy %.4f, weights written to %s", accuracy, out)
     return meta
 
 
-def _read_weights(path: Path) -> dict[str, Any]:
+def save_weights(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    """fp16 tensors in a compressed .npz plus JSON metadata: no pickle, half the size."""
+    arrays = {
+        name: (tensor.half() if tensor.is_floating_point() else tensor).numpy()
+        for name, tensor in model.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:  # np.savez_compressed would append ".npz" to a str path
+        np.savez_compressed(handle, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """``{"state_dict", "meta"}`` from a .npz written by ``save_weights`` or a torch
+    state_dict file (loaded with ``weights_only=True``); tensors come back as fp32."""
+    if not Path(path).is_file():
+        raise ModelError(f"model.weights: {path} not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad file
+        if Path(path).suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(str(archive[_META_KEY])) if _META_KEY in archive else {}
+                state = {k: torch.from_numpy(archive[k].copy()) for k in archive if k != _META_KEY}
+            payload: Any = {"state_dict": state, "meta": meta}
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # numpy, zipfile and torch raise many types for a bad file
         raise ModelError(f"model.weights: cannot read {path}: {error}") from error
     if not isinstance(payload, dict):
         raise ModelError(f"model.weights: {path} is not a weights file")
@@ -140,7 +163,7 @@ def _load_factory(config: ModelConfig) -> nn.Module:
         raise ModelError(f"model.factory: {config.factory} returned {type(model).__name__}")
     if config.weights is not None:
         try:
-            model.load_state_dict(_read_weights(config.weights)["state_dict"])
+            model.load_state_dict(read_weights(config.weights)["state_dict"])
         except RuntimeError as error:
             raise ModelError(f"model.weights: does not fit {config.factory}: {error}") from error
     return model

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compression import (
-    ArtifactCache,
     Builder,
+    ModelError,
     Splits,
     load_base,
     load_splits,
@@ -20,6 +20,7 @@ from compression import (
     train_base,
 )
 from compression.cache import cache_key
+from compression.source import read_weights
 from profiles import Candidate, Menu, plot_pareto, profile_variants
 from tiergate.config import AppConfig
 
@@ -79,8 +80,16 @@ def ensure_base_weights(config: AppConfig, splits: Splits) -> AppConfig:
     if not config.compress.train_base_if_missing:
         return config  # load_base names the missing file and the command that makes it
     key = cache_key({"arch": model.model_dump(exclude={"weights"}), "data": splits.fingerprint})
-    path = ArtifactCache(config.compress.cache_dir).root.parent / "base" / f"{key[:32]}.pt"
-    if not path.is_file():
+    path = Path(config.compress.cache_dir) / "base" / f"{key[:32]}.npz"
+    if not _readable(path):
         log.info("model.weights missing: training a %s base on %s first", model.name, config.data.source)
         train_base(model, splits, path)
     return config.model_copy(update={"model": model.model_copy(update={"weights": path})})
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_weights(path)
+    except ModelError:
+        return False
+    return True
