@@ -62,7 +62,7 @@ class BuiltVariant:
 
 
 def parse_variants(names: Sequence[str], recipes: Mapping[str, Recipe]) -> list[VariantSpec]:
-    """Turn names like ``pruned+int8`` into specs; raise ValueError naming the bad entry."""
+    """Turn names like ``pruned+int8`` into specs, fp32 first; raise ValueError naming the bad entry."""
     specs, seen = [], set()
     for index, name in enumerate(names):
         where = f"compress.variants[{index}] ({name!r})"
@@ -81,7 +81,7 @@ def parse_variants(names: Sequence[str], recipes: Mapping[str, Recipe]) -> list[
         specs.append(VariantSpec(name, parts, steps))
     if BASE_VARIANT not in seen:
         raise ValueError(f"compress.variants: must include {BASE_VARIANT!r}, the reference variant")
-    return specs
+    return sorted(specs, key=lambda spec: spec.name != BASE_VARIANT)  # fp32 first: the reference
 
 
 def library_versions() -> dict[str, str]:

@@ -102,6 +102,9 @@ def render_table(menu: Menu) -> str:
             f"{e.throughput_per_s:>9.0f}{e.size_bytes / 1e6:>7.2f}{e.flops / 1e6:>8.1f}"
             f"{e.build_s:>8.1f}{'  *' if e.pareto else ''}{'  (cached)' if e.cache_hit else ''}"
         )
+    gap = menu.variants[0].details.get("max_abs_logit_diff") if menu.variants else None
+    if isinstance(gap, float):
+        lines.append(f"fp32 export check: max |torch - ONNX Runtime| logit difference {gap:.2e}")
     for name, reason in menu.skipped.items():
         lines.append(f"{name:<16}skipped: {reason}")
     if not menu.labelled:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compression.cache import cache_key
 from compression.data import Splits
@@ -42,10 +42,17 @@ class ProfileConfig(BaseModel):
 
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     threads: int = Field(1, ge=1, description="ORT intra-op threads while timing")
-    warmup_runs: int = Field(10, ge=0)
-    min_runs: int = Field(30, ge=5)
-    budget_s: float = Field(1.0, gt=0, description="time per variant and batch size")
+    warmup_runs: int = Field(3, ge=0)
+    min_runs: int = Field(10, ge=3, description="runs per batch size even past budget_s")
+    budget_s: float = Field(1.0, gt=0, description="timing per variant and batch size")
     eval_batch_size: int = Field(256, ge=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _includes_one(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if 1 not in sizes or min(sizes) < 1:
+            raise ValueError("must include 1 (speed-ups and the Pareto front use batch-1 latency)")
+        return tuple(sorted(set(sizes)))
 
 
 @dataclass(frozen=True)
