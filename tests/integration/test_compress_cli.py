@@ -149,3 +149,23 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
     result = tiergate("compress", "--config", str(bad))
     assert result.returncode == 2
     assert "compress.recipes.int8.int8.calibration_samples" in result.stderr
+
+
+def test_image_folder_with_input_shape(tmp_path, digits):
+    """An image folder (one sub-folder per class) is resized to --input-shape C,H,W."""
+    from PIL import Image
+
+    for index, (image, label) in enumerate(zip(digits.test.x[:200], digits.test.y[:200], strict=True)):
+        folder = tmp_path / "images" / f"digit{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (image[0] * 255).astype(np.uint8)
+        Image.fromarray(pixels).resize((16, 16)).save(folder / f"{index}.png")
+    torch.save(small_cnn().state_dict(), tmp_path / "weights.pt")
+    menu = menu_of(tiergate(
+        "compress", "--json", "--model", "tests.integration.user_model:small_cnn",
+        "--weights", str(tmp_path / "weights.pt"), "--data", str(tmp_path / "images"),
+        "--input-shape", "1,8,8", "--variants", "fp32,int8", "--cache-dir", str(tmp_path / "cache"),
+    ))  # fmt: skip
+    assert menu["dataset"] == "folder" and menu["labelled"] is True
+    fp32 = menu["variants"][0]
+    assert fp32["flops"] > 0 and fp32["accuracy"] is not None

@@ -110,3 +110,17 @@ def test_lowrank_runs_in_ort_and_keeps_accuracy(digits, context, base_onnx, tmp_
     base_score, _ = _ort_accuracy(base_onnx, digits)
     assert logits.shape[1] == 10 and score >= base_score - 0.05
     assert context.details["factorised_convs"] >= 1
+
+
+def test_train_base_is_deterministic(digits, tmp_path):
+    """Two train-base runs with the same seed write identical weights."""
+    from compression import ModelConfig, train_base
+    from compression.source import read_weights
+
+    config = ModelConfig(name="tiny", blocks=(1, 1, 1, 1), width=8, train=Fit(epochs=2, batch_size=64))
+    train_base(config, digits, tmp_path / "a.npz")
+    train_base(config, digits, tmp_path / "b.npz")
+    first, second = read_weights(tmp_path / "a.npz"), read_weights(tmp_path / "b.npz")
+    assert first["meta"]["validation_accuracy"] == second["meta"]["validation_accuracy"]
+    for name, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, second["state_dict"][name]), name
