@@ -1,11 +1,38 @@
-"""Measure variants (accuracy, fidelity, latency, size, FLOPs) and rank them."""
+"""Measure variants (accuracy, fidelity, latency, size, FLOPs), rank them, and route
+requests over them (the pure routing policy)."""
 
 from profiles.measure import count_params_and_flops, measure_latency, open_session, wilson_interval
 from profiles.menu import LatencyStats, Menu, MenuEntry, mark_pareto, plot_pareto, render_table
+from profiles.policy import (
+    Constraints,
+    Decision,
+    LiveStats,
+    Reason,
+    UnknownVariant,
+    VariantProfile,
+    choose,
+)
 from profiles.profiler import Candidate, ProfileConfig, profile_variants
 
 __all__ = [
-    "Candidate", "LatencyStats", "Menu", "MenuEntry", "ProfileConfig", "count_params_and_flops",
-    "mark_pareto", "measure_latency", "open_session", "plot_pareto", "profile_variants",
-    "render_table", "wilson_interval",
+    "Candidate",
+    "Constraints",
+    "Decision",
+    "LatencyStats",
+    "LiveStats",
+    "Menu",
+    "MenuEntry",
+    "ProfileConfig",
+    "Reason",
+    "UnknownVariant",
+    "VariantProfile",
+    "choose",
+    "count_params_and_flops",
+    "mark_pareto",
+    "measure_latency",
+    "open_session",
+    "plot_pareto",
+    "profile_variants",
+    "render_table",
+    "wilson_interval",
 ]  # fmt: skip

@@ -1,0 +1,156 @@
+"""Routing policy: which variant serves a request, and why. Pure code: no Ray, no
+clock, no I/O, so the serving layer stays a thin shell around it.
+
+    catalog = [VariantProfile("fp32", 0.928, {1: 8.9, 8: 60.0}), VariantProfile("int8", 0.927, {1: 2.9})]
+    decision = choose(catalog, Constraints(max_latency_ms=5.0), live={"fp32": LiveStats(in_flight=3)})
+    decision.variant, decision.reason  # ('int8', Reason.BEST)
+
+1. keep ready variants that meet the accuracy floor;
+2. predict each one's latency now: profiled latency at the expected batch size plus
+   the queueing delay implied by the requests already in flight on it;
+3. among those predicted to fit ``max_latency_ms``, take the most accurate (ties go
+   to the faster);
+4. if none fits, take the fastest that meets the floor and say so (``fallback``),
+   or refuse when the request is strict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    BEST = "best"  # the most accurate variant that fits, and load did not change the pick
+    DEGRADED = "degraded"  # load pushed the pick to a less accurate variant that still fits
+    PINNED = "pinned"  # the request named its variant
+    FALLBACK = "fallback"  # nothing fits the latency budget: the fastest that meets the floor
+    REJECTED = "rejected"  # nothing meets the floor, or nothing fits and the request is strict
+
+
+@dataclass(frozen=True)
+class VariantProfile:
+    name: str
+    quality: float  # accuracy on the test split (fidelity when the data has no labels)
+    latency_ms: Mapping[int, float]  # profiled p95 per batch size; must include 1
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    in_flight: int = 0  # requests queued or running on the variant now
+    replicas: int = 1  # servers draining that queue in parallel
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    variant: str | None = None  # pin
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    variant: str | None  # None only when rejected
+    reason: Reason
+    predicted_latency_ms: float | None
+    slo_met: bool  # predicted: fits max_latency_ms and meets min_accuracy
+    explanation: str
+
+
+class UnknownVariant(KeyError):
+    """A pinned variant that is not in the catalog."""
+
+
+def service_time_ms(profile: VariantProfile, batch_size: int) -> float:
+    """Profiled latency at ``batch_size``, linear between profiled sizes, proportional beyond."""
+    sizes = sorted(profile.latency_ms)
+    if batch_size in profile.latency_ms:
+        return profile.latency_ms[batch_size]
+    below = [s for s in sizes if s < batch_size]
+    above = [s for s in sizes if s > batch_size]
+    if not above:
+        largest = sizes[-1]
+        return profile.latency_ms[largest] * batch_size / largest
+    if not below:
+        return profile.latency_ms[above[0]]
+    low, high = below[-1], above[0]
+    weight = (batch_size - low) / (high - low)
+    return profile.latency_ms[low] * (1 - weight) + profile.latency_ms[high] * weight
+
+
+def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int = 1) -> float:
+    """Service time plus the wait behind the batches already in flight on the variant."""
+    service = service_time_ms(profile, batch_size)
+    batches_ahead = math.ceil(live.in_flight / (max(1, live.replicas) * batch_size))
+    return service * (1 + batches_ahead)
+
+
+def choose(
+    catalog: Sequence[VariantProfile],
+    constraints: Constraints,
+    live: Mapping[str, LiveStats] | None = None,
+    batch_size: int = 1,
+) -> Decision:
+    """The variant that should serve a request with ``constraints``, and why."""
+    live = live or {}
+    if constraints.variant is not None:
+        return _pinned(catalog, constraints, live, batch_size)
+    ready = [p for p in catalog if p.ready]
+    floor = constraints.min_accuracy
+    eligible = [p for p in ready if floor is None or p.quality >= floor]
+    if not eligible:
+        best = max((p.quality for p in ready), default=None)
+        available = "no variant is ready" if best is None else f"the best ready variant scores {best:.4f}"
+        return Decision(
+            None, Reason.REJECTED, None, False, f"no variant meets min_accuracy {floor}: {available}"
+        )
+    predicted = {p.name: predict_latency_ms(p, live.get(p.name, LiveStats()), batch_size) for p in eligible}
+    budget = constraints.max_latency_ms
+    pick = _most_accurate_within(eligible, predicted, budget)
+    if pick is not None:
+        idle = {p.name: service_time_ms(p, batch_size) for p in eligible}
+        unloaded = _most_accurate_within(eligible, idle, budget)
+        degraded = unloaded is not None and unloaded.quality > pick.quality
+        reason = Reason.DEGRADED if degraded else Reason.BEST
+        bound = f"predicted within {budget} ms" if budget is not None else "(no latency bound)"
+        why = f"{pick.name}: most accurate variant {bound}"
+        if degraded:
+            why += f" ({unloaded.name} would be, but its queue puts it over budget)"
+        return Decision(pick.name, reason, predicted[pick.name], True, why)
+    fastest = min(eligible, key=lambda p: (predicted[p.name], -p.quality))
+    miss = f"no variant is predicted within {budget} ms; fastest meeting the floor is {fastest.name}"
+    if constraints.strict:
+        return Decision(None, Reason.REJECTED, predicted[fastest.name], False, f"strict: {miss}")
+    return Decision(fastest.name, Reason.FALLBACK, predicted[fastest.name], False, miss)
+
+
+def _most_accurate_within(
+    variants: Sequence[VariantProfile], predicted: Mapping[str, float], budget: float | None
+) -> VariantProfile | None:
+    fitting = [p for p in variants if budget is None or predicted[p.name] <= budget]
+    if not fitting:
+        return None
+    return max(fitting, key=lambda p: (p.quality, -predicted[p.name]))
+
+
+def _pinned(
+    catalog: Sequence[VariantProfile],
+    constraints: Constraints,
+    live: Mapping[str, LiveStats],
+    batch_size: int,
+) -> Decision:
+    profile = next((p for p in catalog if p.name == constraints.variant), None)
+    if profile is None:
+        raise UnknownVariant(constraints.variant)
+    if not profile.ready:
+        return Decision(None, Reason.REJECTED, None, False, f"{profile.name} is not ready")
+    predicted = predict_latency_ms(profile, live.get(profile.name, LiveStats()), batch_size)
+    fits = constraints.max_latency_ms is None or predicted <= constraints.max_latency_ms
+    meets = constraints.min_accuracy is None or profile.quality >= constraints.min_accuracy
+    return Decision(
+        profile.name, Reason.PINNED, predicted, fits and meets, f"{profile.name}: pinned by the request"
+    )
