@@ -13,6 +13,7 @@ from profiles.policy import (
     choose,
 )
 from profiles.profiler import Candidate, ProfileConfig, profile_variants
+from profiles.tiers import RequestSlo, Tier, constraints_for, default_tiers
 
 __all__ = [
     "Candidate",
@@ -24,10 +25,14 @@ __all__ = [
     "MenuEntry",
     "ProfileConfig",
     "Reason",
+    "RequestSlo",
+    "Tier",
     "UnknownVariant",
     "VariantProfile",
     "choose",
+    "constraints_for",
     "count_params_and_flops",
+    "default_tiers",
     "mark_pareto",
     "measure_latency",
     "open_session",

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from compression import DataConfig, ModelConfig, Recipe, default_recipes, parse_variants
 from profiles import ProfileConfig
+from profiles.tiers import Tier, default_tiers
 from tiergate import settings
 
 DEFAULT_VARIANTS = ["fp32", "int8", "pruned", "distilled", "lowrank", "pruned+int8", "distilled+int8"]
@@ -60,6 +61,17 @@ class AppConfig(BaseModel):
     data: DataConfig = DataConfig()
     compress: CompressConfig = CompressConfig()
     profile: ProfileConfig = ProfileConfig()
+    tiers: dict[str, Tier] = Field(default_factory=default_tiers)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tier_names(cls, tiers: dict[str, Tier]) -> dict[str, Tier]:
+        if not tiers:
+            raise ValueError("at least one tier is required")
+        for name in tiers:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"tier name {name!r} must be alphanumeric (with - or _)")
+        return tiers
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AppConfig:
