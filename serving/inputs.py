@@ -1,0 +1,135 @@
+"""Turn request payloads into model input tensors, refusing bad ones with a named reason.
+
+decoder = InputDecoder(input_shape=(1, 28, 28), limits=InputLimits())
+batch = decoder.from_nested(payload["inputs"])  # (N, C, H, W) float32
+batch = decoder.from_base64(payload["image"])   # (1, C, H, W)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class InputError(ValueError):
+    """A payload the gateway will not run; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, field: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_batch: int = 64
+    max_image_bytes: int = 4 << 20  # the encoded image
+    max_image_pixels: int = 4096 * 4096  # before decoding: refuses decompression bombs
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a decoded image becomes a tensor: channel mode, size, scale, normalisation."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+class InputDecoder:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        limits: InputLimits | None = None,
+        preprocess: Preprocess | None = None,
+    ) -> None:
+        self.input_shape = tuple(input_shape)
+        self.limits = limits or InputLimits()
+        self.preprocess = preprocess or Preprocess()
+
+    def from_nested(self, values: object, field: str = "inputs") -> np.ndarray:
+        """One image ``[C, H, W]`` or a batch ``[N, C, H, W]`` of numbers, checked."""
+        try:
+            array = np.asarray(values, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise InputError(f"{field}: must be a rectangular nested list of numbers", field) from None
+        if array.size == 0:
+            raise InputError(f"{field}: the batch is empty", field)
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4:
+            got = list(array.shape)
+            raise InputError(f"{field}: expected [C, H, W] or {self._shape_text()}, got {got}", field)
+        return self.check_batch(array, field)
+
+    def check_batch(self, array: np.ndarray, field: str) -> np.ndarray:
+        if len(array) == 0:
+            raise InputError(f"{field}: the batch is empty", field)
+        if len(array) > self.limits.max_batch:
+            raise InputError(
+                f"{field}: batch of {len(array)} exceeds the limit of {self.limits.max_batch}", field
+            )
+        if tuple(array.shape[1:]) != self.input_shape:
+            channels = array.shape[1]
+            what = (
+                f"{channels} channels, the model takes {self.input_shape[0]}"
+                if channels != self.input_shape[0]
+                else f"image size {list(array.shape[2:])}, the model takes {list(self.input_shape[1:])}"
+            )
+            raise InputError(f"{field}: wrong shape: {what} (expected {self._shape_text()})", field)
+        if not np.isfinite(array).all():
+            raise InputError(f"{field}: contains NaN or infinite values", field)
+        return np.ascontiguousarray(array)
+
+    def from_base64(self, text: str, field: str = "image") -> np.ndarray:
+        """A base64 PNG/JPEG, decoded, converted, resized and scaled like the training data."""
+        if len(text) > self.limits.max_image_bytes * 4 // 3 + 4:
+            raise InputError(
+                f"{field}: encoded image exceeds {self.limits.max_image_bytes} bytes", field, 413
+            )
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError(f"{field}: not valid base64", field) from None
+        image = self._open(raw, field)
+        channels, height, width = self.input_shape
+        try:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+        except (OSError, ValueError) as error:  # truncated data surfaces only when decoding
+            raise InputError(f"{field}: cannot decode the image: {error}", field) from None
+        tensor = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
+        if self.preprocess.mean is not None and self.preprocess.std is not None:
+            mean = np.asarray(self.preprocess.mean, np.float32).reshape(-1, 1, 1)
+            std = np.asarray(self.preprocess.std, np.float32).reshape(-1, 1, 1)
+            tensor = (tensor - mean) / std
+        return np.ascontiguousarray(tensor[None], dtype=np.float32)
+
+    def _open(self, raw: bytes, field: str) -> Image.Image:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(raw))
+                width, height = image.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{field}: image dimensions are too large", field, 413) from None
+        except (UnidentifiedImageError, OSError):
+            raise InputError(f"{field}: not a PNG or JPEG image", field) from None
+        if image.format not in ("PNG", "JPEG"):
+            raise InputError(f"{field}: format {image.format} is not accepted (PNG or JPEG)", field)
+        if width * height > self.limits.max_image_pixels:
+            raise InputError(
+                f"{field}: {width}x{height} pixels exceeds the limit of {self.limits.max_image_pixels}",
+                field,
+                413,
+            )
+        return image
+
+    def _shape_text(self) -> str:
+        return "[N, " + ", ".join(str(d) for d in self.input_shape) + "]"
