@@ -1,0 +1,149 @@
+"""One variant's ONNX Runtime session behind a dynamic batcher, with live stats.
+
+    engine = VariantEngine.load("int8", Path("model.onnx"), sha256, EngineSettings(threads=1))
+    logits = await engine.infer(batch)  # (N, K); concurrent calls share ORT runs
+
+Requests arriving within ``batch_wait_timeout_s`` of each other are stacked into
+one ``session.run`` of at most ``max_batch_size`` images. The queue is bounded:
+past ``max_queued`` waiting requests ``infer`` raises ``QueueFull`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from compression.cache import file_sha256
+from profiles.measure import open_session
+
+
+class QueueFull(RuntimeError):
+    """The variant's queue is at its bound; the caller should shed load (429)."""
+
+
+class CorruptArtifact(RuntimeError):
+    """The ONNX file's sha256 does not match the manifest: it is never loaded."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    threads: int = 1
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.002
+    max_queued: int = 256
+
+
+@dataclass
+class LiveCounters:
+    in_flight: int = 0  # requests queued or running
+    completed: int = 0
+    failed: int = 0
+    ewma_ms: float | None = None  # recent run latency
+    batch_sizes: list[int] = field(default_factory=list)  # recent, bounded
+
+    def record(self, elapsed_ms: float, batch_size: int) -> None:
+        self.ewma_ms = elapsed_ms if self.ewma_ms is None else 0.8 * self.ewma_ms + 0.2 * elapsed_ms
+        self.batch_sizes.append(batch_size)
+        del self.batch_sizes[:-256]
+
+
+@dataclass
+class _Pending:
+    x: np.ndarray
+    future: asyncio.Future
+
+
+class VariantEngine:
+    def __init__(self, name: str, session: ort.InferenceSession, settings: EngineSettings) -> None:
+        self.name, self.session, self.settings = name, session, settings
+        self.input_name = session.get_inputs()[0].name
+        self.stats = LiveCounters()
+        self._pending: list[_Pending] = []
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+
+    @classmethod
+    def load(cls, name: str, path: Path, sha256: str, settings: EngineSettings) -> VariantEngine:
+        """Check the file against its manifest hash, then open it in ORT."""
+        actual = file_sha256(path)
+        if actual != sha256:
+            raise CorruptArtifact(f"{name}: {path} has sha256 {actual[:12]}, manifest says {sha256[:12]}")
+        return cls(name, open_session(path, threads=settings.threads), settings)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Synchronous inference on one batch, bypassing the batcher (profiling, checks)."""
+        return self.session.run(None, {self.input_name: x})[0]
+
+    async def infer(self, x: np.ndarray) -> np.ndarray:
+        """Logits for ``x`` (N, C, H, W), batched with concurrent callers."""
+        if len(self._pending) >= self.settings.max_queued:
+            raise QueueFull(f"{self.name}: {len(self._pending)} requests queued")
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._drain())
+        pending = _Pending(x, loop.create_future())
+        self._pending.append(pending)
+        self.stats.in_flight += 1
+        self._wake.set()
+        try:
+            return await pending.future
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                continue
+            deadline = loop.time() + self.settings.batch_wait_timeout_s
+            while self._images_pending() < self.settings.max_batch_size and loop.time() < deadline:
+                await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
+            batch = self._take_batch()
+            stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
+            started = time.perf_counter()
+            try:
+                logits = await loop.run_in_executor(self._executor, self.run, stacked)
+            except Exception as error:  # ORT errors go to every caller in the batch
+                self.stats.failed += len(batch)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+            else:
+                self.stats.record((time.perf_counter() - started) * 1000, len(stacked))
+                self.stats.completed += len(batch)
+                offset = 0
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_result(logits[offset : offset + len(p.x)])
+                    offset += len(p.x)
+            if self._pending:
+                self._wake.set()
+
+    def _images_pending(self) -> int:
+        return sum(len(p.x) for p in self._pending)
+
+    def _take_batch(self) -> list[_Pending]:
+        """The oldest requests whose images fit in one batch (always at least one)."""
+        taken, images = [], 0
+        while self._pending and (
+            not taken or images + len(self._pending[0].x) <= self.settings.max_batch_size
+        ):
+            request = self._pending.pop(0)
+            taken.append(request)
+            images += len(request.x)
+        return taken
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,63 @@
+"""The variant engine with a real ONNX Runtime session: batching, isolation, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from compression.cache import file_sha256
+from compression.export import export_onnx
+from serving.engine import CorruptArtifact, EngineSettings, QueueFull, VariantEngine
+
+
+@pytest.fixture(scope="module")
+def model_file(tiny_base, digits, tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine") / "model.onnx"
+    export_onnx(tiny_base, digits.test.x[:4], path)
+    return path
+
+
+def _engine(path, **settings) -> VariantEngine:
+    return VariantEngine.load("tiny", path, file_sha256(path), EngineSettings(**settings))
+
+
+def test_concurrent_requests_are_batched_and_answers_stay_with_their_inputs(model_file, digits):
+    """Twenty concurrent callers get exactly the logits a direct run gives their own
+    inputs, in fewer ORT runs than callers."""
+    engine = _engine(model_file, max_batch_size=16, batch_wait_timeout_s=0.01)
+    inputs = [digits.test.x[i : i + 1 + i % 3] for i in range(20)]
+
+    async def main():
+        return await asyncio.gather(*(engine.infer(x) for x in inputs))
+
+    results = asyncio.run(main())
+    for x, logits in zip(inputs, results, strict=True):
+        np.testing.assert_allclose(logits, engine.run(x), rtol=1e-4, atol=1e-4)
+    assert engine.stats.completed == 20 and engine.stats.in_flight == 0
+    assert len(engine.stats.batch_sizes) < 20 and max(engine.stats.batch_sizes) <= 16
+    engine.close()
+
+
+def test_full_queue_refuses_at_once(model_file, digits):
+    """Past max_queued waiting requests, infer raises QueueFull instead of waiting."""
+    engine = _engine(model_file, max_queued=2, batch_wait_timeout_s=0.05)
+
+    async def main():
+        tasks = [asyncio.ensure_future(engine.infer(digits.test.x[:1])) for _ in range(5)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    refused = [r for r in results if isinstance(r, QueueFull)]
+    served = [r for r in results if isinstance(r, np.ndarray)]
+    assert len(refused) == 3 and len(served) == 2
+    engine.close()
+
+
+def test_corrupt_file_is_never_loaded(model_file, tmp_path):
+    """A file whose sha256 differs from the manifest's raises CorruptArtifact."""
+    copy = tmp_path / "model.onnx"
+    copy.write_bytes(model_file.read_bytes()[:-10])
+    with pytest.raises(CorruptArtifact, match="manifest says"):
+        VariantEngine.load("tiny", copy, file_sha256(model_file), EngineSettings())
