@@ -61,6 +61,8 @@ class Menu(BaseModel):
     dataset: str
     labelled: bool
     quality_metric: str  # "accuracy" or "fidelity"
+    classes: list[str] = Field(default_factory=list)  # label names, by output index
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) the variants take
     variants: list[MenuEntry]
     skipped: dict[str, str] = Field(default_factory=dict)  # name -> why it was not built
 

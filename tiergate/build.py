@@ -64,7 +64,7 @@ def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
     menu = Menu(
         model=config.model.name, dataset=config.data.source, labelled=splits.labelled,
         quality_metric="accuracy" if splits.labelled else "fidelity", variants=entries,
-        skipped=skipped,
+        skipped=skipped, classes=list(splits.classes), input_shape=splits.input_shape,
     )  # fmt: skip
     files = menu_files(config)
     menu.write(files.manifest)

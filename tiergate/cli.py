@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if getattr(args, "json", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )  # fmt: skip
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for noisy in ("torch.onnx", "onnxscript", "onnx_ir", "matplotlib"):  # exporter internals
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     from compression import CompressionError, DataError, ModelError
     from tiergate.config import ConfigError
 
