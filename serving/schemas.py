@@ -1,0 +1,71 @@
+"""Request and response bodies of the HTTP API (they also make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from profiles.tiers import RequestSlo
+
+
+class RouteRequest(BaseModel):
+    """What decides the variant: a tier, the request's own SLO, or a pin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str | None = Field(None, description="fast, balanced, accurate, or a configured tier")
+    slo: RequestSlo | None = None
+    variant: str | None = Field(None, description="pin a variant by name")
+    strict: bool = Field(False, description="refuse (422) instead of serving outside the SLO")
+    batch_size: int = Field(1, ge=1, description="images the request will carry (route only)")
+
+
+class PredictRequest(RouteRequest):
+    """``inputs`` (one image [C,H,W] or a batch [N,C,H,W] of floats) or ``image`` (base64)."""
+
+    inputs: list[Any] | None = None
+    image: str | None = Field(None, description="base64-encoded PNG or JPEG")
+    top_k: int = Field(1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> PredictRequest:
+        if (self.inputs is None) == (self.image is None):
+            raise ValueError("give exactly one of 'inputs' or 'image'")
+        return self
+
+
+class Score(BaseModel):
+    label: str
+    index: int
+    score: float  # softmax probability
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    score: float
+    top_k: list[Score]
+
+
+class Decision(BaseModel):
+    variant: str | None
+    tier: str | None
+    reason: str
+    explanation: str
+    predicted_latency_ms: float | None
+    max_latency_ms: float | None
+    min_accuracy: float | None
+    slo_feasible: bool
+
+
+class PredictResponse(BaseModel):
+    variant: str
+    tier: str | None
+    reason: str
+    explanation: str
+    predictions: list[Prediction]
+    latency_ms: float
+    slo_met: bool
+    request_id: str
+    retried_from: str | None = None  # the variant that failed before this one answered

@@ -1,0 +1,121 @@
+"""The gateway core on a real digits menu with real ORT engines (no Ray, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compression.cache import file_sha256
+from compression.export import export_onnx
+from compression.models import ResNet
+from profiles.tiers import Tier
+from serving.engine import EngineSettings, VariantEngine
+from serving.gateway import Gateway, GatewayError
+from serving.inputs import InputDecoder
+from serving.schemas import PredictRequest, RouteRequest
+from tiergate.build import build_menu
+from tiergate.config import load_config
+
+CONFIG = """
+version: 1
+model:
+  name: gw
+  blocks: [1, 1, 1, 1]
+  width: 16
+  train: {epochs: 10, lr: 0.1, schedule: onecycle, batch_size: 64}
+data: {source: digits, calibration_size: 128, validation_size: 200}
+compress:
+  cache_dir: CACHE
+  train_base_if_missing: true
+  finetune_samples: 1000
+  recipes:
+    int8: {method: int8, calibration_samples: 64}
+    distilled: {method: distill, width: 4, fit: {epochs: 3, lr: 0.1, schedule: onecycle, batch_size: 64}}
+  variants: [fp32, int8, distilled]
+profile: {batch_sizes: [1, 8], budget_s: 0.05, min_runs: 10, warmup_runs: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def menu(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gateway")
+    (folder / "config.yaml").write_text(CONFIG.replace("CACHE", str(folder / "cache")))
+    return build_menu(load_config(folder / "config.yaml"))
+
+
+def _gateway(menu, broken: str | None = None) -> Gateway:
+    engines = {
+        e.name: VariantEngine.load(e.name, Path(e.path), e.sha256, EngineSettings(batch_wait_timeout_s=0.001))
+        for e in menu.variants
+    }
+    if broken is not None:  # a real session that cannot take these inputs: every run raises in ORT
+        path = Path(menu.variants[0].path).parent / "broken.onnx"
+        export_onnx(ResNet((1,), 4, in_channels=3).eval(), np.zeros((1, 3, 8, 8), np.float32), path)
+        session = VariantEngine.load("broken", path, file_sha256(path), EngineSettings()).session
+        engines[broken] = VariantEngine(broken, session, EngineSettings())
+    by_speed = sorted(menu.variants, key=lambda e: e.p95_ms())
+    tiers = {
+        "fast": Tier(max_latency_ms=by_speed[0].p95_ms() * 1.01),
+        "accurate": Tier(max_latency_ms=1000.0, max_accuracy_drop=0.0),
+    }
+    return Gateway(menu, tiers, engines, InputDecoder(tuple(menu.input_shape)), default_tier="accurate")
+
+
+def test_tiers_route_to_the_fastest_and_the_most_accurate(menu):
+    """'fast' gets the fastest variant, 'accurate' one as accurate as fp32."""
+    gateway = _gateway(menu)
+    fastest = min(menu.variants, key=lambda e: e.p95_ms()).name
+    assert gateway.route(RouteRequest(tier="fast")).variant == fastest
+    accurate = gateway.route(RouteRequest(tier="accurate"))
+    assert gateway.entries[accurate.variant].quality >= menu.variants[0].quality
+
+
+def test_predictions_match_a_direct_ort_run(menu, digits):
+    """The predicted labels and scores are those of the served variant's own logits."""
+    gateway = _gateway(menu)
+    x = digits.test.x[:5]
+    response = asyncio.run(gateway.predict(PredictRequest(inputs=x.tolist(), variant="int8", top_k=3), "r1"))
+    logits = gateway.engines["int8"].run(x)
+    assert response.variant == "int8" and response.reason == "pinned" and response.request_id == "r1"
+    assert [p.index for p in response.predictions] == logits.argmax(1).tolist()
+    assert all(len(p.top_k) == 3 and p.top_k[0].score >= p.top_k[1].score for p in response.predictions)
+    assert response.predictions[0].label == menu.classes[response.predictions[0].index]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "status", "message"),
+    [
+        ({"tier": "turbo"}, 422, "unknown tier 'turbo'"),
+        ({"variant": "sparse"}, 404, "unknown variant 'sparse'"),
+        ({"slo": {"min_accuracy": 1.0}}, 422, "no variant meets min_accuracy"),
+        ({"slo": {"max_latency_ms": 1e-6}, "strict": True}, 422, "strict"),
+    ],
+)
+def test_refusals_name_the_problem(menu, digits, request_fields, status, message):
+    """Unknown tier or variant, an unmeetable floor, and a strict impossible SLO are refused."""
+    gateway = _gateway(menu)
+    request = PredictRequest(inputs=digits.test.x[:1].tolist(), **request_fields)
+    with pytest.raises(GatewayError) as error:
+        asyncio.run(gateway.predict(request, "r"))
+    assert error.value.status == status and message in str(error.value)
+
+
+def test_impossible_slo_without_strict_is_served_and_flagged(menu, digits):
+    """A latency bound nobody meets is served by the fastest variant with slo_met false."""
+    gateway = _gateway(menu)
+    request = PredictRequest(inputs=digits.test.x[:1].tolist(), slo={"max_latency_ms": 1e-6})
+    response = asyncio.run(gateway.predict(request, "r"))
+    assert response.reason == "fallback" and response.slo_met is False
+
+
+def test_failed_variant_is_retried_once_on_the_next_best(menu, digits):
+    """When the chosen variant's ORT run fails, the request is answered by the next-best
+    variant meeting the floor, and the response says which one failed."""
+    best = max(menu.variants, key=lambda e: (e.quality, -e.p95_ms())).name
+    gateway = _gateway(menu, broken=best)
+    response = asyncio.run(gateway.predict(PredictRequest(inputs=digits.test.x[:2].tolist()), "r"))
+    assert response.retried_from == best and response.variant != best
+    assert len(response.predictions) == 2
