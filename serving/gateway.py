@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,6 +30,16 @@ class GatewayError(Exception):
     def __init__(self, status: int, message: str, **extra: object) -> None:
         super().__init__(message)
         self.status, self.extra = status, extra
+
+
+@dataclass(frozen=True)
+class Outcome:
+    variant: str
+    decision: schemas.Decision
+    logits: np.ndarray  # (N, K)
+    latency_ms: float
+    slo_met: bool
+    retried_from: str | None
 
 
 class Gateway:
@@ -99,8 +110,26 @@ class Gateway:
         return self.decoder.from_nested(request.inputs)
 
     async def predict(self, request: schemas.PredictRequest, request_id: str) -> schemas.PredictResponse:
+        """Decode, route, run (retrying once elsewhere on failure) and label one request."""
         started = time.perf_counter()
-        x = self.decode(request)
+        outcome = await self.run(self.decode(request), request, request_id, started)
+        return schemas.PredictResponse(
+            variant=outcome.variant,
+            tier=outcome.decision.tier,
+            reason=outcome.decision.reason,
+            explanation=outcome.decision.explanation,
+            predictions=self._predictions(outcome.logits, request.top_k),
+            latency_ms=outcome.latency_ms,
+            slo_met=outcome.slo_met,
+            request_id=request_id,
+            retried_from=outcome.retried_from,
+        )
+
+    async def run(
+        self, x: np.ndarray, request: schemas.RouteRequest, request_id: str, started: float | None = None
+    ) -> Outcome:
+        """Route ``x`` (N, C, H, W) and run it; the raw logits plus what happened."""
+        started = time.perf_counter() if started is None else started
         routed = request.model_copy(update={"batch_size": len(x)})
         decision = self._decided(routed)
         failed: str | None = None
@@ -123,21 +152,11 @@ class Gateway:
                     503, f"variants {failed} and {decision.variant} failed: {retry_error}"
                 ) from None
         latency_ms = (time.perf_counter() - started) * 1000
-        entry = self.entries[decision.variant]
+        quality = self.entries[decision.variant].quality
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
-            decision.min_accuracy is None or entry.quality >= decision.min_accuracy
+            decision.min_accuracy is None or quality >= decision.min_accuracy
         )
-        return schemas.PredictResponse(
-            variant=decision.variant,
-            tier=decision.tier,
-            reason=decision.reason,
-            explanation=decision.explanation,
-            predictions=self._predictions(logits, request.top_k),
-            latency_ms=latency_ms,
-            slo_met=slo_met,
-            request_id=request_id,
-            retried_from=failed,
-        )
+        return Outcome(decision.variant, decision, logits, latency_ms, slo_met, failed)
 
     def _decided(
         self, request: schemas.PredictRequest, exclude: frozenset[str] = frozenset()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument("--json", action="store_true", help="print the menu as one JSON object")
     compress.add_argument("--reprofile", action="store_true", help="re-time even if cached")
     compress.set_defaults(run=_compress)
+
+    serve_cmd = commands.add_parser("serve", help="build the menu, then serve it over HTTP on Ray Serve")
+    _add_source_options(serve_cmd)
+    serve_cmd.add_argument("--host", help="default: serving.host (127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="default: serving.port (8000)")
+    serve_cmd.set_defaults(run=_serve)
 
     train = commands.add_parser("train-base", help="train the built-in ResNet base on the data")
     _add_source_options(train)
@@ -107,6 +115,43 @@ def _compress(args: argparse.Namespace) -> int:
     files = menu_files(config)
     print(render_table(menu))
     print(f"\nmanifest: {files.manifest}\npareto chart: {files.chart}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from profiles import render_table
+    from tiergate.build import build_menu
+    from tiergate.config import load_config
+
+    overrides = _overrides(args)
+    if args.host:
+        overrides["serving.host"] = args.host
+    if args.port:
+        overrides["serving.port"] = args.port
+    config = load_config(args.config, overrides)
+    menu = build_menu(config)  # in the driver first, with progress; replicas then hit the cache
+    import ray
+    from ray import serve
+
+    from serving.app import build_application
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": config.serving.host, "port": config.serving.port})
+        serve.run(build_application(config), name="tiergate", route_prefix="/")
+        url = f"http://{config.serving.host}:{config.serving.port}"
+        print(render_table(menu))
+        print(f"\ntiergate is serving {menu.model} at {url}  (API docs: {url}/docs)")
+        print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers\nCtrl-C stops it.")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping tiergate...", file=sys.stderr)
+        serve.shutdown()
+        ray.shutdown()
     return 0
 
 

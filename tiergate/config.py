@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compression import DataConfig, ModelConfig, Recipe, default_recipes, parse_variants
 from profiles import ProfileConfig
 from profiles.tiers import Tier, default_tiers
+from serving.config import ServingConfig
 from tiergate import settings
 
 DEFAULT_VARIANTS = ["fp32", "int8", "pruned", "distilled", "lowrank", "pruned+int8", "distilled+int8"]
@@ -62,6 +63,7 @@ class AppConfig(BaseModel):
     compress: CompressConfig = CompressConfig()
     profile: ProfileConfig = ProfileConfig()
     tiers: dict[str, Tier] = Field(default_factory=default_tiers)
+    serving: ServingConfig = ServingConfig()
 
     @field_validator("tiers")
     @classmethod

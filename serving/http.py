@@ -1,0 +1,228 @@
+"""The HTTP surface: FastAPI routes for /v1 and the Open Inference Protocol (v2),
+JSON errors, request ids. Everything it decides comes from ``Gateway``.
+
+    app = create_app(lambda: gateway, lambda: 8 << 20)  # getters: None until the gateway is ready
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving import schemas
+from serving.gateway import Gateway, GatewayError
+from serving.inputs import InputError
+from tiergate import __version__
+
+REQUEST_ID = "X-Request-Id"
+VARIANT_HEADER = "X-Tiergate-Variant"
+
+
+class V2Tensor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class V2InferRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    inputs: list[V2Tensor] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]) -> FastAPI:
+    app = FastAPI(
+        title="tiergate", version=__version__, description="Routes each request to a compressed variant"
+    )
+
+    def ready() -> Gateway:
+        current = gateway()
+        if current is None:
+            raise GatewayError(503, "not ready: variants are still being built or profiled", retry_after_s=5)
+        return current
+
+    @app.middleware("http")
+    async def request_ids_and_size(request: Request, call_next):
+        serve_id = _serve_request_id()  # under Ray Serve the proxy owns the id and its header
+        request_id = serve_id or request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+        request.state.request_id = request_id
+        length = request.headers.get("content-length")
+        limit = max_body_bytes()
+        if length is not None and length.isdigit() and int(length) > limit:
+            response = _error(413, f"body of {length} bytes exceeds the limit of {limit}")
+        else:
+            response = await call_next(request)
+        if not serve_id:
+            response.headers[REQUEST_ID] = request_id
+        return response
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, error: GatewayError):
+        return _error(error.status, str(error), **error.extra)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, error: InputError):
+        return _error(error.status, str(error), field=error.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in issue['loc'] if p != 'body') or 'body'}: {issue['msg']}"
+            for issue in error.errors()
+        ]
+        return _error(422, "; ".join(problems))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        current = ready()
+        return {"status": "ready", "variants": sorted(current.engines)}
+
+    @app.post("/v1/predict", response_model=schemas.PredictResponse)
+    async def predict(body: schemas.PredictRequest, request: Request):
+        response = await ready().predict(body, request.state.request_id)
+        return JSONResponse(response.model_dump(mode="json"), headers={VARIANT_HEADER: response.variant})
+
+    @app.post("/v1/route", response_model=schemas.Decision)
+    async def route(body: schemas.RouteRequest):
+        return ready().route(body)
+
+    @app.get("/v1/variants")
+    async def variants():
+        current = ready()
+        rows = []
+        for entry in current.menu.variants:
+            engine = current.engines.get(entry.name)
+            live = (
+                {"in_flight": engine.stats.in_flight, "recent_ms": engine.stats.ewma_ms} if engine else None
+            )
+            rows.append({**entry.model_dump(mode="json", exclude={"path"}), "ready": engine is not None,
+                         "live": live})  # fmt: skip
+        return {"model": current.menu.model, "quality_metric": current.menu.quality_metric, "variants": rows}
+
+    @app.get("/v1/tiers")
+    async def tiers():
+        current = ready()
+        return {
+            name: {**tier.model_dump(), "variant": current.route(schemas.RouteRequest(tier=name)).variant}
+            for name, tier in current.tiers.items()
+        }
+
+    _add_v2_routes(app, ready)
+    return app
+
+
+def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
+    @app.get("/v2")
+    async def server_metadata():
+        return {"name": "tiergate", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def v2_ready():
+        ready()
+        return {"ready": True}
+
+    @app.get("/v2/models/{name}")
+    async def model_metadata(name: str):
+        current = ready()
+        _model_request(current, name, {})
+        channels, height, width = current.menu.input_shape
+        return {
+            "name": name,
+            "versions": [e.name for e in current.menu.variants],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, channels, height, width]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(current.classes)]}],
+        }
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str):
+        _model_request(ready(), name, {})
+        return {"name": name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, body: V2InferRequest, request: Request):
+        current = ready()
+        routing = _model_request(current, name, body.parameters)
+        tensor = body.inputs[0]
+        if tensor.datatype not in ("FP32", "FP64", "FP16"):
+            raise GatewayError(422, f"inputs[0].datatype: {tensor.datatype} is not a float type")
+        try:
+            x = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+        except ValueError:
+            raise GatewayError(
+                422, f"inputs[0]: {len(tensor.data)} values do not fill shape {tensor.shape}"
+            ) from None
+        x = current.decoder.check_batch(x if x.ndim == 4 else x[None], "inputs[0]")
+        request_id = body.id or request.state.request_id
+        outcome = await current.run(x, schemas.RouteRequest(**routing), request_id)
+        return JSONResponse(
+            {
+                "model_name": name,
+                "model_version": outcome.variant,
+                "id": request_id,
+                "parameters": {
+                    "variant": outcome.variant,
+                    "reason": outcome.decision.reason,
+                    "latency_ms": outcome.latency_ms,
+                    "slo_met": outcome.slo_met,
+                },
+                "outputs": [
+                    {
+                        "name": "logits",
+                        "datatype": "FP32",
+                        "shape": list(outcome.logits.shape),
+                        "data": outcome.logits.ravel().tolist(),
+                    }
+                ],
+            },
+            headers={VARIANT_HEADER: outcome.variant},
+        )
+
+
+def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Routing fields for a v2 model name: a variant (pin), a tier, or the model itself."""
+    slo = {k: parameters[k] for k in ("max_latency_ms", "min_accuracy") if k in parameters}
+    routing: dict[str, Any] = {"slo": slo or None, "strict": bool(parameters.get("strict", False))}
+    if name in gateway.entries:
+        return {**routing, "variant": name}
+    if name in gateway.tiers:
+        return {**routing, "tier": name}
+    if name == gateway.menu.model:
+        return {**routing, "tier": parameters.get("tier")}
+    known = [gateway.menu.model, *gateway.tiers, *gateway.entries]
+    raise GatewayError(404, f"model: unknown model {name!r}", known=known)
+
+
+def _serve_request_id() -> str:
+    try:
+        from ray.serve.context import _get_serve_request_context
+    except ImportError:
+        return ""
+    return _get_serve_request_context().request_id
+
+
+def _error(status: int, message: str, **extra: object) -> JSONResponse:
+    headers = {}
+    if "retry_after_s" in extra:
+        headers["Retry-After"] = str(extra.pop("retry_after_s"))
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)

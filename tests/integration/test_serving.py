@@ -1,0 +1,185 @@
+"""The real application on Ray Serve, over real HTTP, on a small digits menu."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+version: 1
+model:
+  name: digits-serve
+  blocks: [1, 1, 1, 1]
+  width: 16
+  train: {epochs: 10, lr: 0.1, schedule: onecycle, batch_size: 64}
+data: {source: digits, calibration_size: 128, validation_size: 200}
+compress:
+  cache_dir: CACHE
+  train_base_if_missing: true
+  finetune_samples: 1000
+  recipes:
+    int8: {method: int8, calibration_samples: 64}
+    distilled: {method: distill, width: 4, fit: {epochs: 4, lr: 0.1, schedule: onecycle, batch_size: 64}}
+  variants: [fp32, int8, distilled]
+profile: {batch_sizes: [1, 8], budget_s: 0.05, min_runs: 10, warmup_runs: 2}
+tiers:
+  fast: {max_latency_ms: 50.0, min_accuracy: 0.5}
+  accurate: {max_latency_ms: 1000.0, max_accuracy_drop: 0.0}
+serving: {host: 127.0.0.1, port: PORT, default_tier: accurate, max_batch_images: 8, max_body_bytes: 200000}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway_url(tmp_path_factory):
+    """Ray + Serve started once for this module, torn down after it."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+    from ray import serve
+
+    from serving.app import build_application
+    from tiergate.build import build_menu
+    from tiergate.config import load_config
+
+    folder = tmp_path_factory.mktemp("serve")
+    port = _free_port()
+    path = folder / "config.yaml"
+    path.write_text(CONFIG.replace("CACHE", str(folder / "cache")).replace("PORT", str(port)))
+    config = load_config(path)
+    build_menu(config)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_application(config), name="tiergate", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(gateway_url):
+    with httpx.Client(base_url=gateway_url, timeout=30) as http:
+        yield http
+
+
+def test_health_ready_and_catalog(client):
+    """healthz, readyz, the variant catalog and the tier map all answer."""
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert set(client.get("/readyz").json()["variants"]) == {"fp32", "int8", "distilled"}
+    variants = client.get("/v1/variants").json()["variants"]
+    assert [v["name"] for v in variants] == ["fp32", "int8", "distilled"]
+    assert all(v["ready"] and "p95" in v["latency_ms"]["1"] for v in variants)
+    tiers = client.get("/v1/tiers").json()
+    assert set(tiers) == {"fast", "accurate"} and all(t["variant"] for t in tiers.values())
+
+
+def test_predict_by_tier_returns_variant_reason_and_request_id(client, digits):
+    """A tier request is served, names its variant in body and header, echoes X-Request-Id."""
+    response = client.post("/v1/predict", json={"inputs": digits.test.x[:3].tolist(), "tier": "fast"},
+                           headers={"X-Request-Id": "abc-123"})  # fmt: skip
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["tier"] == "fast" and body["variant"] == response.headers["X-Tiergate-Variant"]
+    assert body["request_id"] == "abc-123" == response.headers["X-Request-Id"]
+    assert len(body["predictions"]) == 3 and body["latency_ms"] > 0 and "reason" in body
+
+
+def test_png_image_is_classified(client, digits):
+    """A base64 PNG is decoded, resized to the model input and classified."""
+    pixels = (digits.test.x[0, 0] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).resize((32, 32)).save(buffer, format="PNG")
+    body = {"image": base64.b64encode(buffer.getvalue()).decode(), "variant": "fp32", "top_k": 3}
+    response = client.post("/v1/predict", json=body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"][0]["top_k"]) == 3
+
+
+def test_route_is_a_dry_run(client):
+    """/v1/route answers which variant would serve a request and why."""
+    body = client.post("/v1/route", json={"tier": "accurate"}).json()
+    assert body["variant"] in {"fp32", "int8", "distilled"} and body["reason"] in {"best", "degraded"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"inputs": np.zeros((3, 8, 8)).tolist()}, 422, "3 channels"),
+        ({"inputs": np.full((1, 8, 8), np.nan).tolist()}, 422, None),
+        ({"inputs": []}, 422, "empty"),
+        ({"inputs": np.zeros((9, 1, 8, 8)).tolist()}, 422, "exceeds the limit"),
+        ({"image": "%%%"}, 422, "base64"),
+        ({"inputs": np.zeros((1, 8, 8)).tolist(), "tier": "turbo"}, 422, "unknown tier"),
+        ({"inputs": np.zeros((1, 8, 8)).tolist(), "variant": "sparse"}, 404, "unknown variant"),
+        ({"inputs": np.zeros((1, 8, 8)).tolist(), "slo": {"max_latency_ms": -1}}, 422, "slo.max_latency_ms"),
+        ({"inputs": np.zeros((1, 8, 8)).tolist(), "slo": {"min_accuracy": 1.5}}, 422, "slo.min_accuracy"),
+        ({"inputs": np.zeros((1, 8, 8)).tolist(), "slo": {"min_accuracy": 1.0}}, 422, "best ready variant"),
+        (
+            {"inputs": np.zeros((1, 8, 8)).tolist(), "slo": {"max_latency_ms": 1e-6}, "strict": True},
+            422,
+            "strict",
+        ),
+    ],
+)
+def test_bad_requests_get_json_errors_and_serving_continues(client, digits, body, status, needle):
+    """Each malformed request is answered with a JSON error naming the problem, and the
+    next good request is served."""
+    if body.get("inputs") is not None and np.isnan(np.asarray(body["inputs"], dtype=float)).any():
+        content = '{"inputs": ' + str(body["inputs"]).replace("nan", "NaN") + "}"
+        response = client.post("/v1/predict", content=content, headers={"content-type": "application/json"})
+    else:
+        response = client.post("/v1/predict", json=body)
+    assert response.status_code == status, response.text
+    assert "error" in response.json()
+    if needle:
+        assert needle in response.json()["error"]
+    good = client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist()})
+    assert good.status_code == 200
+
+
+def test_oversized_body_is_413(client):
+    """A body over serving.max_body_bytes is refused with 413 before it is parsed."""
+    response = client.post("/v1/predict", content=b"{" + b" " * 300_000 + b"}",
+                           headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["error"]
+
+
+def test_open_inference_protocol_v2(client, digits):
+    """v2 metadata, readiness and inference by variant, by tier and by the model's name."""
+    assert client.get("/v2").json()["name"] == "tiergate"
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    meta = client.get("/v2/models/digits-serve").json()
+    assert meta["inputs"][0]["shape"] == [-1, 1, 8, 8] and meta["outputs"][0]["shape"] == [-1, 10]
+    x = digits.test.x[:2]
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+    for name, parameters in [("int8", {}), ("fast", {}), ("digits-serve", {"tier": "accurate"})]:
+        response = client.post(
+            f"/v2/models/{name}/infer", json={"inputs": [tensor], "parameters": parameters}
+        )
+        body = response.json()
+        assert response.status_code == 200, body
+        assert (
+            body["outputs"][0]["shape"] == [2, 10] and body["model_version"] == body["parameters"]["variant"]
+        )
+    assert client.get("/v2/models/nope").status_code == 404
+
+
+def test_generated_request_id_matches_header(client, digits):
+    """Without a client id, the body's request_id is the one in the X-Request-Id header."""
+    response = client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist()})
+    assert response.json()["request_id"] == response.headers["X-Request-Id"] != ""
