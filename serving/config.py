@@ -14,7 +14,9 @@ class ServingConfig(BaseModel):
     replicas: int = Field(1, ge=1)
     threads_per_variant: int = Field(1, ge=1, description="ORT intra-op threads per variant")
     max_batch_size: int = Field(32, ge=1, description="images per ORT run (dynamic batching)")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="wait for a batch to fill")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, description="extra wait for a batch to fill; arrivals during a run batch anyway"
+    )
     max_queued_per_variant: int = Field(256, ge=1, description="beyond this, answer 429")
     max_ongoing_requests: int = Field(256, ge=1, description="Ray Serve, per replica")
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger bodies get 413")

@@ -143,7 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(render_table(menu))
         print(f"\ntiergate is serving {menu.model} at {url}  (API docs: {url}/docs)")
         print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers\nCtrl-C stops it.")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
+        for stop in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
+            signal.signal(stop, signal.default_int_handler)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
