@@ -1,6 +1,6 @@
 # tiergate: the same install steps as the Makefile (`make install`), in a slim image.
 #   docker build -t tiergate .
-#   docker run --rm -v tiergate-cache:/home/tiergate/.tiergate-cache tiergate compress
+#   docker run --rm -p 8000:8000 -v tiergate-cache:/home/tiergate/.tiergate-cache tiergate
 # For a CPU-only torch wheel (a few hundred MB instead of the CUDA build), pass
 # --build-arg PIP_EXTRA_INDEX_URL=<PyTorch's CPU wheel index>.
 FROM python:3.11-slim-bookworm
@@ -30,5 +30,9 @@ RUN pip install --no-deps -c constraints.txt . && chown -R tiergate /home/tierga
 
 USER tiergate
 ENV TIERGATE_CACHE_DIR=/home/tiergate/.tiergate-cache
+EXPOSE 8000
+# the first start builds the variants (minutes); /readyz answers 200 once they are served
+HEALTHCHECK --interval=15s --timeout=3s --start-period=600s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"
 ENTRYPOINT ["tiergate"]
-CMD ["compress"]
+CMD ["serve", "--host", "0.0.0.0"]

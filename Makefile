@@ -25,10 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# build (or load from the cache) and measure the variants, then serve on 127.0.0.1:8000
 run: install
-	$(BIN)/tiergate compress
+	$(BIN)/tiergate serve
 
-compress: run
+# only build and print the menu
+compress: install
+	$(BIN)/tiergate compress
 
 test: install
 	$(BIN)/python -m pytest -q
