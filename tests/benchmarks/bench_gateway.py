@@ -1,0 +1,117 @@
+"""Benchmark: end-to-end latency and throughput per tier through tiergate, against a bare
+uvicorn + ORT server on the same ONNX file, side by side in one run (wrk on 127.0.0.1).
+
+    .venv/bin/python -m tests.benchmarks.bench_gateway [--duration 10] [--concurrency 1 16]
+
+Needs a warm cache (run `tiergate compress` first) and Debian's `wrk`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+GATEWAY, BARE = 8000, 8100
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+"""
+
+
+def wait_ready(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    sys.exit(f"not ready after {timeout_s} s: {url}")
+
+
+def wrk(url: str, body: dict, connections: int, duration_s: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA % json.dumps(body))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", script.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(script.name)
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50": ms("50%"), "p99": ms("99%"),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--tiers", nargs="+", default=["fast", "accurate"])
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    gateway = subprocess.Popen([sys.executable, "-m", "tiergate.cli", "serve"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{GATEWAY}/readyz")
+        tiers = httpx.get(f"http://127.0.0.1:{GATEWAY}/v1/tiers").json()
+        variants = {
+            v["name"]: v for v in httpx.get(f"http://127.0.0.1:{GATEWAY}/v1/variants").json()["variants"]
+        }
+        manifest = json.loads(Path(".tiergate-cache/fashion-resnet18/manifest.json").read_text())
+        paths = {v["name"]: v["path"] for v in manifest["variants"]}
+        image = np.random.default_rng(0).random((1, 28, 28)).round(4).tolist()
+        print("| tier | variant | concurrency | tiergate p50 / p99 ms | bare p50 / p99 ms | tiergate req/s | "
+              "bare req/s | throughput ratio | p50 gap ms |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        for tier in args.tiers:
+            variant = tiers[tier]["variant"]
+            bare = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.bare_server", paths[variant],
+                                     "--port", str(BARE)], env=env)  # fmt: skip
+            try:
+                wait_ready(f"http://127.0.0.1:{BARE}/docs")
+                for connections in args.concurrency:
+                    ours = wrk(f"http://127.0.0.1:{GATEWAY}/v1/predict", {"inputs": image, "tier": tier},
+                               connections, args.duration)  # fmt: skip
+                    theirs = wrk(
+                        f"http://127.0.0.1:{BARE}/predict", {"inputs": image}, connections, args.duration
+                    )
+                    in_ort = variants[variant]["latency_ms"]["1"]["p50"]
+                    errors = ours["errors"] + theirs["errors"]
+                    row = [
+                        tier, f"{variant} ({in_ort:.2f} ms in ORT)", connections,
+                        f"{ours['p50']:.2f} / {ours['p99']:.2f}",
+                        f"{theirs['p50']:.2f} / {theirs['p99']:.2f}",
+                        f"{ours['rps']:.0f}", f"{theirs['rps']:.0f}", f"{ours['rps'] / theirs['rps']:.2f}",
+                        f"{ours['p50'] - theirs['p50']:+.2f}" + (f" (non-2xx: {errors})" if errors else ""),
+                    ]  # fmt: skip
+                    print("| " + " | ".join(str(cell) for cell in row) + " |", flush=True)
+            finally:
+                bare.send_signal(signal.SIGINT)
+                bare.wait(30)
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(60)
+
+
+if __name__ == "__main__":
+    main()
