@@ -25,7 +25,7 @@ import numpy as np
 GATEWAY, BARE = 8000, 8100
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
+wrk.body = [==[%s]==]  -- level-2 brackets: the JSON itself contains "]]"
 """
 
 
