@@ -84,8 +84,9 @@ def load_base(config: ModelConfig, splits: Splits) -> nn.Module:
 
 
 def weights_digest(config: ModelConfig) -> str:
-    """sha256 of whatever defines the base's weights, for cache keys."""
-    digest = hashlib.sha256(config.model_dump_json(exclude={"train"}).encode())
+    """sha256 of whatever defines the base's weights, for cache keys: file contents, not
+    their paths, so a moved checkout or another config file still hits the cache."""
+    digest = hashlib.sha256(config.model_dump_json(exclude={"train", "path", "weights", "name"}).encode())
     for path in (config.path, config.weights):
         if path is not None and Path(path).is_file():
             digest.update(Path(path).read_bytes())

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    ingress: Literal["proxy", "haproxy"] = Field(
+        "proxy",
+        description="proxy: Ray Serve's Python HTTP proxy; haproxy: Ray 2.60's HAProxy ingress "
+        "(feature flag; opens stats on :8404 and metrics on :9101 on all interfaces)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     default_tier: str = "balanced"

@@ -130,6 +130,9 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["serving.port"] = args.port
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # in the driver first, with progress; replicas then hit the cache
+    from tiergate.settings import select_ray_ingress
+
+    select_ray_ingress(config.serving.ingress)
     import ray
     from ray import serve
 

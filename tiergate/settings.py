@@ -1,4 +1,4 @@
-"""The only place that reads environment variables."""
+"""The only place that reads (or, for Ray's feature flags, sets) environment variables."""
 
 from __future__ import annotations
 
@@ -17,3 +17,10 @@ def cache_dir_override() -> Path | None:
     """TIERGATE_CACHE_DIR replaces compress.cache_dir (e.g. a shared volume)."""
     value = os.environ.get("TIERGATE_CACHE_DIR")
     return Path(value) if value else None
+
+
+def select_ray_ingress(mode: str) -> None:
+    """Ray reads its ingress feature flags from the environment of every process it
+    starts, so they must be set before ``import ray`` in the driver."""
+    if mode == "haproxy":
+        os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")

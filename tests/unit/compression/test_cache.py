@@ -91,3 +91,17 @@ def test_fp32_failure_is_fatal_with_a_clear_error(tmp_path, digits):
     """If the base itself cannot be exported, the build stops with a CompressionError."""
     with pytest.raises(CompressionError, match="fp32: cannot export the base model"):
         _build(_builder(tmp_path, digits, _Unexportable().eval()), ["fp32", "int8"])
+
+
+def test_cache_key_follows_weight_contents_not_their_path(tmp_path, digits, tiny_base, tiny_weights):
+    """The same weights under another path hit the cache; different weights miss it."""
+    _build(_builder(tmp_path, digits, tiny_base, tiny_weights), ["fp32"])
+    moved = tmp_path / "elsewhere" / "same.pt"
+    moved.parent.mkdir()
+    moved.write_bytes(tiny_weights.read_bytes())
+    built, _ = _build(_builder(tmp_path, digits, tiny_base, moved), ["fp32"])
+    assert built[0].artifact.cache_hit
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {k: v + 1 for k, v in tiny_base.state_dict().items()}}, other)
+    built, _ = _build(_builder(tmp_path, digits, tiny_base, other), ["fp32"])
+    assert not built[0].artifact.cache_hit
