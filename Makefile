@@ -43,8 +43,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# figures for BENCHMARKS.md: the variant menu (cold + warm compress), then the gateway
+# against a bare uvicorn+ORT server (wrk on 127.0.0.1)
 bench: install
+	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
 	$(BIN)/python -m tests.benchmarks.bench_menu --keep benchmarks
+	$(BIN)/tiergate compress >/dev/null
+	$(BIN)/python -m tests.benchmarks.bench_gateway
 
 clean:
 	rm -rf .tiergate-cache .pytest_cache

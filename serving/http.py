@@ -6,6 +6,7 @@ JSON errors, request ids. Everything it decides comes from ``Gateway``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving import schemas
 from serving.gateway import Gateway, GatewayError
@@ -31,7 +32,8 @@ class V2Tensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # absent when the tensor travels as binary data
+    parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class V2InferRequest(BaseModel):
@@ -39,7 +41,17 @@ class V2InferRequest(BaseModel):
 
     id: str | None = None
     inputs: list[V2Tensor] = Field(min_length=1)
+    outputs: list[dict[str, Any]] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    def wants_binary_output(self) -> bool:
+        return bool(self.parameters.get("binary_data_output")) or any(
+            o.get("parameters", {}).get("binary_data") for o in self.outputs
+        )
+
+
+BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data extension
+V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
 def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]) -> FastAPI:
@@ -160,43 +172,64 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, body: V2InferRequest, request: Request):
+    async def infer(name: str, request: Request):
+        """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()
+        body, binary = _parse_v2(await request.body(), request.headers.get(BINARY_HEADER))
         routing = _model_request(current, name, body.parameters)
-        tensor = body.inputs[0]
-        if tensor.datatype not in ("FP32", "FP64", "FP16"):
-            raise GatewayError(422, f"inputs[0].datatype: {tensor.datatype} is not a float type")
-        try:
-            x = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
-        except ValueError:
-            raise GatewayError(
-                422, f"inputs[0]: {len(tensor.data)} values do not fill shape {tensor.shape}"
-            ) from None
-        x = current.decoder.check_batch(x if x.ndim == 4 else x[None], "inputs[0]")
+        x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")
         request_id = body.id or request.state.request_id
         outcome = await current.run(x, schemas.RouteRequest(**routing), request_id)
-        return JSONResponse(
-            {
-                "model_name": name,
-                "model_version": outcome.variant,
-                "id": request_id,
-                "parameters": {
-                    "variant": outcome.variant,
-                    "reason": outcome.decision.reason,
-                    "latency_ms": outcome.latency_ms,
-                    "slo_met": outcome.slo_met,
-                },
-                "outputs": [
-                    {
-                        "name": "logits",
-                        "datatype": "FP32",
-                        "shape": list(outcome.logits.shape),
-                        "data": outcome.logits.ravel().tolist(),
-                    }
-                ],
-            },
-            headers={VARIANT_HEADER: outcome.variant},
+        logits = np.ascontiguousarray(outcome.logits, dtype=np.float32)
+        output: dict[str, Any] = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape)}
+        if not body.wants_binary_output():
+            output["data"] = logits.ravel().tolist()
+        else:
+            output["parameters"] = {"binary_data_size": logits.nbytes}
+        header = {
+            "model_name": name,
+            "model_version": outcome.variant,
+            "id": request_id,
+            "parameters": {"variant": outcome.variant, "reason": outcome.decision.reason,
+                           "latency_ms": outcome.latency_ms, "slo_met": outcome.slo_met},
+            "outputs": [output],
+        }  # fmt: skip
+        if not body.wants_binary_output():
+            return JSONResponse(header, headers={VARIANT_HEADER: outcome.variant})
+        encoded = json.dumps(header).encode()
+        return Response(
+            encoded + logits.tobytes(),
+            media_type="application/octet-stream",
+            headers={BINARY_HEADER: str(len(encoded)), VARIANT_HEADER: outcome.variant},
         )
+
+
+def _parse_v2(raw: bytes, header_length: str | None) -> tuple[V2InferRequest, bytes]:
+    split = len(raw)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise GatewayError(400, f"{BINARY_HEADER}: {header_length!r} does not fit a {len(raw)}-byte body")
+        split = int(header_length)
+    try:
+        return V2InferRequest.model_validate_json(raw[:split]), raw[split:]
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
+        raise GatewayError(422, problems) from None
+
+
+def _v2_tensor(tensor: V2Tensor, binary: bytes) -> np.ndarray:
+    dtype = V2_DTYPES.get(tensor.datatype)
+    if dtype is None:
+        raise GatewayError(422, f"inputs[0].datatype: {tensor.datatype} is not one of {sorted(V2_DTYPES)}")
+    try:
+        if tensor.data is not None:
+            x = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+        else:
+            size = int(tensor.parameters.get("binary_data_size", len(binary)))
+            x = np.frombuffer(binary[:size], dtype=dtype).reshape(tensor.shape).astype(np.float32)
+    except (ValueError, TypeError):
+        raise GatewayError(422, f"inputs[0]: the data does not fill shape {tensor.shape}") from None
+    return x if x.ndim == 4 else x[None]
 
 
 def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> dict[str, Any]:

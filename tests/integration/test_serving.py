@@ -183,3 +183,28 @@ def test_generated_request_id_matches_header(client, digits):
     """Without a client id, the body's request_id is the one in the X-Request-Id header."""
     response = client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist()})
     assert response.json()["request_id"] == response.headers["X-Request-Id"] != ""
+
+
+def test_triton_http_client_works_unchanged(gateway_url, digits):
+    """The real tritonclient (binary tensors by default, JSON on request) reads metadata and
+    gets the same logits through the v2 endpoints, routed by tier and pinned by name."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=gateway_url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits-serve")
+    assert client.get_model_metadata("digits-serve")["inputs"][0]["shape"] == [-1, 1, 8, 8]
+    x = digits.test.x[:3]
+    results = {}
+    for binary in (True, False):
+        tensor = triton.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=binary)
+        outputs = [triton.InferRequestedOutput("logits", binary_data=binary)]
+        result = client.infer("int8", [tensor], outputs=outputs)
+        results[binary] = result.as_numpy("logits")
+        assert result.get_response()["model_version"] == "int8"
+    np.testing.assert_allclose(results[True], results[False], rtol=1e-5)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    routed = client.infer("digits-serve", [tensor], parameters={"tier": "fast"})
+    assert routed.as_numpy("logits").shape == (3, 10) and routed.get_response()["parameters"]["variant"]
