@@ -1,7 +1,7 @@
 """Benchmark: end-to-end latency and throughput per tier through tiergate, against a bare
 uvicorn + ORT server on the same ONNX file, side by side in one run (wrk on 127.0.0.1).
 
-    .venv/bin/python -m tests.benchmarks.bench_gateway [--duration 10] [--concurrency 1 16]
+    .venv/bin/python -m tests.benchmarks.bench_gateway [--duration 10] [--concurrency 1 16] [--config F]
 
 Needs a warm cache (run `tiergate compress` first) and Debian's `wrk`.
 """
@@ -67,9 +67,17 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--tiers", nargs="+", default=["fast", "accurate"])
+    parser.add_argument("--config", help="tiergate config for the gateway (default: the shipped one)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    gateway = subprocess.Popen([sys.executable, "-m", "tiergate.cli", "serve"], env=env,
+    command = [
+        sys.executable,
+        "-m",
+        "tiergate.cli",
+        "serve",
+        *(["--config", args.config] if args.config else []),
+    ]
+    gateway = subprocess.Popen(command, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_ready(f"http://127.0.0.1:{GATEWAY}/readyz")
