@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from profiles.menu import Menu
-from profiles.policy import Constraints, LiveStats, Reason, UnknownVariant, VariantProfile, choose
+from profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from profiles.tiers import Tier, constraints_for
 from serving import schemas
 from serving.engine import QueueFull, VariantEngine
@@ -56,18 +56,20 @@ class Gateway:
         self.entries = {entry.name: entry for entry in menu.variants}
         self.reference_quality = menu.variants[0].quality
         self.classes = menu.classes
-
-    # -- routing -----------------------------------------------------------------------
-    def catalog(self) -> list[VariantProfile]:
-        return [
+        # the menu and the set of loaded engines are fixed for a gateway's life: build once
+        self._catalog = [
             VariantProfile(
                 name=entry.name,
                 quality=entry.quality,
                 latency_ms={int(b): stats.p95 for b, stats in entry.latency_ms.items()},
                 ready=entry.name in self.engines,
             )
-            for entry in self.menu.variants
+            for entry in menu.variants
         ]
+
+    # -- routing -----------------------------------------------------------------------
+    def catalog(self) -> list[VariantProfile]:
+        return self._catalog
 
     def live(self) -> dict[str, LiveStats]:
         return {name: LiveStats(in_flight=engine.stats.in_flight) for name, engine in self.engines.items()}
@@ -88,10 +90,7 @@ class Gateway:
     def route(self, request: schemas.RouteRequest, exclude: frozenset[str] = frozenset()) -> schemas.Decision:
         tier_name, constraints = self.constraints(request)
         catalog = [p for p in self.catalog() if p.name not in exclude]
-        try:
-            decision = choose(catalog, constraints, self.live(), request.batch_size)
-        except UnknownVariant:
-            raise GatewayError(404, f"variant: unknown variant {request.variant!r}") from None
+        decision = choose(catalog, constraints, self.live(), request.batch_size)  # pins checked above
         return schemas.Decision(
             variant=decision.variant,
             tier=tier_name,
