@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -42,6 +42,7 @@ class VariantProfile:
 class LiveStats:
     in_flight: int = 0  # requests queued or running on the variant now
     replicas: int = 1  # servers draining that queue in parallel
+    overhead_ms: float = 0.0  # measured time outside the model: decoding, routing, the actor hop
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,11 @@ def service_time_ms(profile: VariantProfile, batch_size: int) -> float:
 
 
 def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int = 1) -> float:
-    """Service time plus the wait behind the batches already in flight on the variant."""
+    """Service time, plus the wait behind the batches already in flight on the variant,
+    plus the gateway's own measured overhead (so the prediction is end to end)."""
     service = service_time_ms(profile, batch_size)
     batches_ahead = math.ceil(live.in_flight / (max(1, live.replicas) * batch_size))
-    return service * (1 + batches_ahead)
+    return service * (1 + batches_ahead) + live.overhead_ms
 
 
 def choose(
@@ -112,7 +114,10 @@ def choose(
     budget = constraints.max_latency_ms
     pick = _most_accurate_within(eligible, predicted, budget)
     if pick is not None:
-        idle = {p.name: service_time_ms(p, batch_size) for p in eligible}
+        idle = {
+            p.name: predict_latency_ms(p, replace(live.get(p.name, LiveStats()), in_flight=0), batch_size)
+            for p in eligible
+        }
         unloaded = _most_accurate_within(eligible, idle, budget)
         degraded = unloaded is not None and unloaded.quality > pick.quality
         reason = Reason.DEGRADED if degraded else Reason.BEST

@@ -1,5 +1,12 @@
-"""The Ray Serve application: one ingress deployment that routes and runs every
-variant in its own process (routing and inference co-located: no extra actor hop).
+"""The Ray Serve application, in one of two topologies (``serving.topology``):
+
+- ``colocated`` (default): one ingress deployment that routes and runs every variant in
+  its own process, so a request crosses no actor hop after the ingress;
+- ``per_variant``: the ingress routes and calls one deployment per variant through Serve
+  handles, so each variant gets its own replicas, CPUs/GPUs and autoscaling.
+
+Either way each serving process times its variants before it reports ready, so routing
+predicts latency from the hardware, threads and CPU share that actually serve.
 
     serve run serving.app:app_builder config=tiergate/configs/default.yaml
     tiergate serve --config tiergate/configs/digits.yaml
@@ -7,18 +14,27 @@ variant in its own process (routing and inference co-located: no extra actor hop
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
+import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import serve
 from ray.serve import Application
 
 from compression.data import DataConfig
-from serving.engine import CorruptArtifact, EngineSettings, VariantEngine
+from profiles.menu import Menu, MenuEntry
+from serving.config import ServingConfig
+from serving.engine import CorruptArtifact, EngineSettings, RemoteEngine, VariantEngine
 from serving.gateway import Gateway
 from serving.http import create_app
 from serving.inputs import InputDecoder, InputLimits, Preprocess
+from serving.metrics import Metrics
 from tiergate.build import build_menu
 from tiergate.config import AppConfig, load_config
 
@@ -35,27 +51,66 @@ class _Replica:
 http_app = create_app(lambda: _Replica.gateway, lambda: _Replica.max_body_bytes)
 
 
-def load_gateway(config: AppConfig) -> Gateway:
-    """Build or load the menu (cached), open one engine per variant, assemble the gateway."""
-    menu = build_menu(config)
-    serving = config.serving
-    settings = EngineSettings(
+def engine_settings(serving: ServingConfig) -> EngineSettings:
+    return EngineSettings(
         threads=serving.threads_per_variant,
         max_batch_size=serving.max_batch_size,
         batch_wait_timeout_s=serving.batch_wait_timeout_s,
         max_queued=serving.max_queued_per_variant,
     )
-    engines = {}
-    for entry in menu.variants:
+
+
+def profiled_batch_sizes(serving: ServingConfig, menu: Menu) -> tuple[int, ...]:
+    """Batch 1, the batcher's largest batch, and the menu's sizes in between."""
+    sizes = {1, serving.max_batch_size}
+    sizes.update(int(b) for b in menu.variants[0].latency_ms if int(b) < serving.max_batch_size)
+    return tuple(sorted(sizes))
+
+
+def open_engine(entry: MenuEntry, menu: Menu, serving: ServingConfig) -> VariantEngine:
+    """Load one variant (sha256 checked) and, unless switched off, time it in this process."""
+    engine = VariantEngine.load(entry.name, Path(entry.path), entry.sha256, engine_settings(serving))
+    if serving.profile_in_replica and menu.input_shape is not None:
+        started = time.perf_counter()
+        engine.profile(
+            menu.input_shape, profiled_batch_sizes(serving, menu), serving.replica_profile_budget_s
+        )
+        log.info(
+            "%s: timed in the serving replica in %.1f s: p95 %s ms", entry.name,
+            time.perf_counter() - started, {b: round(v, 2) for b, v in engine.latency_p95_ms.items()},
+        )  # fmt: skip
+    return engine
+
+
+@contextmanager
+def _one_profiler_per_node():
+    """Replicas start together; timing one variant while another replica times its own
+    would measure the contention, not the variant. A file lock takes turns per machine."""
+    with open(Path(tempfile.gettempdir()) / "tiergate-profile.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            engines[entry.name] = VariantEngine.load(entry.name, Path(entry.path), entry.sha256, settings)
-        except (CorruptArtifact, OSError) as error:
-            log.error("variant %s left out of the menu: %s", entry.name, error)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_gateway(config: AppConfig, engines: dict | None = None) -> Gateway:
+    """Build or load the menu (cached), open one engine per variant unless ``engines`` are
+    given (per_variant topology), and assemble the gateway."""
+    menu = build_menu(config)
+    serving = config.serving
+    if engines is None:
+        engines = {}
+        for entry in menu.variants:
+            try:
+                engines[entry.name] = open_engine(entry, menu, serving)
+            except (CorruptArtifact, OSError) as error:
+                log.error("variant %s left out of the menu: %s", entry.name, error)
     if menu.variants[0].name not in engines:
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
     limits = InputLimits(serving.max_batch_images, serving.max_body_bytes, serving.max_image_pixels)
     decoder = InputDecoder(menu.input_shape, limits, _preprocess(config.data))
-    return Gateway(menu, config.tiers, engines, decoder, serving.default_tier)
+    return Gateway(menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s)
 
 
 def _preprocess(data: DataConfig) -> Preprocess:
@@ -67,20 +122,119 @@ def _preprocess(data: DataConfig) -> Preprocess:
 @serve.deployment
 @serve.ingress(http_app)
 class Ingress:
-    def __init__(self, config: dict[str, Any]) -> None:
+    """Routes every request; runs the variants itself (colocated) or calls their deployments."""
+
+    async def __init__(self, config: dict[str, Any], variants: dict[str, Any] | None = None) -> None:
         app_config = AppConfig.model_validate(config)
         _Replica.max_body_bytes = app_config.serving.max_body_bytes
-        _Replica.gateway = load_gateway(app_config)
-        log.info("tiergate replica ready with %d variants", len(_Replica.gateway.engines))
+        engines = None
+        if variants is not None:
+            engines = await _remote_engines(variants, app_config.serving)
+        gateway = load_gateway(app_config, engines)
+        gateway.metrics = Metrics(app_config.tiers)
+        for engine in gateway.engines.values():
+            engine.on_batch = gateway.metrics.batch
+        gateway.metrics.describe(gateway)
+        self._reporter = asyncio.get_running_loop().create_task(_report_metrics(gateway.metrics, gateway))
+        _Replica.gateway = gateway
+        log.info("tiergate replica ready with %d variants", len(gateway.engines))
+
+    def set_fault(self, variant: str, rate: float) -> None:
+        """Chaos hook, reachable only through a Serve handle from inside the cluster: make
+        ``rate`` of ``variant``'s runs fail in this replica (colocated topology)."""
+        engine = _Replica.gateway.engines[variant]
+        if not isinstance(engine, VariantEngine):
+            raise TypeError(f"{variant} runs in its own deployment: kill its replica instead")
+        engine.fault_rate = rate
+
+
+async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> dict[str, RemoteEngine]:
+    """Ask each variant deployment for its in-replica timings; a variant whose replica
+    failed to start is left out (fp32 is checked by load_gateway)."""
+    engines = {}
+    for name, handle in handles.items():
+        try:
+            latency = await handle.latency.remote()
+        except Exception as error:
+            log.error("variant %s left out of the menu: its deployment failed: %s", name, error)
+            continue
+        spec = serving.variant_deployments.get(name)
+        replicas = spec.replicas if spec is not None else 1
+        engines[name] = RemoteEngine(
+            name, handle, latency, replicas, serving.max_queued_per_variant, serving.variant_timeout_s
+        )
+    return engines
+
+
+async def _report_metrics(metrics: Metrics, gateway: Gateway | None = None, every_s: float = 1.0) -> None:
+    """Flush what was recorded to Ray in a worker thread; sample in-flight counts."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            if gateway is not None:
+                metrics.in_flight(gateway)
+            await asyncio.to_thread(metrics.flush)
+        except Exception:  # metrics must never stop serving
+            log.exception("metrics flush failed")
+
+
+@serve.deployment
+class VariantServer:
+    """One variant behind its own replicas (per_variant topology)."""
+
+    async def __init__(self, config: dict[str, Any], name: str) -> None:
+        app_config = AppConfig.model_validate(config)
+        menu = build_menu(app_config)
+        entry = next(e for e in menu.variants if e.name == name)
+        self.engine = open_engine(entry, menu, app_config.serving)
+        metrics = Metrics(app_config.tiers)
+        self.engine.on_batch = metrics.batch
+        self._reporter = asyncio.get_running_loop().create_task(_report_metrics(metrics))
+        if self.engine.latency_p95_ms is None:
+            self.engine.latency_p95_ms = {int(b): s.p95 for b, s in entry.latency_ms.items()}
+
+    def latency(self) -> dict[int, float]:
+        return self.engine.latency_p95_ms
+
+    async def infer(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        logits = await self.engine.infer(x)
+        return logits, (time.perf_counter() - started) * 1000
 
 
 def build_application(config: AppConfig) -> Application:
     serving = config.serving
+    payload = config.model_dump(mode="json")
+    variants = None
+    if serving.topology == "per_variant":
+        menu = build_menu(config)
+        variants = {entry.name: _variant_deployment(payload, entry.name, serving) for entry in menu.variants}
     return Ingress.options(
         num_replicas=serving.replicas,
         max_ongoing_requests=serving.max_ongoing_requests,
+        max_queued_requests=serving.max_queued_requests,
         ray_actor_options={"num_cpus": 0},  # ORT threads are set per variant; do not reserve cores
-    ).bind(config.model_dump(mode="json"))
+        logging_config={"enable_access_log": serving.access_log},
+    ).bind(payload, variants)
+
+
+def _variant_deployment(payload: dict[str, Any], name: str, serving: ServingConfig) -> Application:
+    spec = serving.variant_deployments.get(name)
+    options: dict[str, Any] = {
+        "name": f"variant-{name.replace('+', '-')}",
+        "max_ongoing_requests": serving.max_ongoing_requests,
+        "max_queued_requests": serving.max_queued_requests,
+        "logging_config": {"enable_access_log": serving.access_log},
+        "ray_actor_options": {
+            "num_cpus": spec.num_cpus if spec else 0,
+            "num_gpus": spec.num_gpus if spec else 0,
+        },
+    }
+    if spec is not None and spec.autoscaling is not None:
+        options["autoscaling_config"] = spec.autoscaling
+    else:
+        options["num_replicas"] = spec.replicas if spec else 1
+    return VariantServer.options(**options).bind(payload, name)
 
 
 def app_builder(args: dict[str, str]) -> Application:

@@ -11,7 +11,9 @@ past ``max_queued`` waiting requests ``infer`` raises ``QueueFull`` at once.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,15 @@ import numpy as np
 import onnxruntime as ort
 
 from compression.cache import file_sha256
-from profiles.measure import open_session
+from profiles.measure import measure_latency, open_session
 
 
 class QueueFull(RuntimeError):
     """The variant's queue is at its bound; the caller should shed load (429)."""
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected on purpose (``fault_rate``), for chaos tests and drills."""
 
 
 class CorruptArtifact(RuntimeError):
@@ -45,6 +51,7 @@ class LiveCounters:
     completed: int = 0
     failed: int = 0
     ewma_ms: float | None = None  # recent run latency
+    hop_ms: float = 0.0  # recent cost of reaching the variant (0 in-process; the actor hop otherwise)
     batch_sizes: list[int] = field(default_factory=list)  # recent, bounded
 
     def record(self, elapsed_ms: float, batch_size: int) -> None:
@@ -64,6 +71,12 @@ class VariantEngine:
         self.name, self.session, self.settings = name, session, settings
         self.input_name = session.get_inputs()[0].name
         self.stats = LiveCounters()
+        self.replicas = 1
+        self.latency_p95_ms: dict[int, float] | None = None  # set by profile(): timed where it serves
+        self.profile_s: float | None = None
+        self.on_batch: Callable[[str, int], None] | None = None  # e.g. Metrics.batch
+        self.fault_rate = 0.0  # fraction of runs that raise InjectedFault (chaos testing only)
+        self._chaos = random.Random(0)
         self._pending: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -79,7 +92,20 @@ class VariantEngine:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Synchronous inference on one batch, bypassing the batcher (profiling, checks)."""
+        if self.fault_rate and self._chaos.random() < self.fault_rate:
+            raise InjectedFault(f"{self.name}: injected fault (fault_rate {self.fault_rate})")
         return self.session.run(None, {self.input_name: x})[0]
+
+    def profile(self, input_shape: tuple[int, ...], batch_sizes: tuple[int, ...], budget_s: float) -> None:
+        """Time this session in the process, thread count and CPU share that will serve it,
+        before any traffic: p95 ms per batch size, which routing then uses."""
+        started = time.perf_counter()
+        sample = np.random.default_rng(0).standard_normal((1, *input_shape), dtype=np.float32)
+        measured = measure_latency(
+            self.session, sample, batch_sizes, warmup_runs=2, min_runs=5, budget_s=budget_s
+        )
+        self.latency_p95_ms = {b: stats.p95 for b, stats in measured.items()}
+        self.profile_s = time.perf_counter() - started
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
         """Logits for ``x`` (N, C, H, W), batched with concurrent callers."""
@@ -122,6 +148,8 @@ class VariantEngine:
                         p.future.set_exception(error)
             else:
                 self.stats.record((time.perf_counter() - started) * 1000, len(stacked))
+                if self.on_batch is not None:
+                    self.on_batch(self.name, len(stacked))
                 self.stats.completed += len(batch)
                 offset = 0
                 for p in batch:
@@ -149,3 +177,51 @@ class VariantEngine:
         if self._worker is not None:
             self._worker.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteEngine:
+    """A variant served by its own Ray Serve deployment (``topology: per_variant``), seen
+    through a deployment handle with the same interface as ``VariantEngine``.
+
+    The handle's ``infer`` returns ``(logits, ms spent in the replica)``; the rest of the
+    round trip is the hop, tracked so routing can add it to its latency prediction.
+    """
+
+    def __init__(
+        self, name: str, handle, latency_p95_ms: dict[int, float], replicas: int, max_queued: int,
+        timeout_s: float = 5.0,
+    ):  # fmt: skip
+        self.name, self.handle, self.replicas, self.max_queued = name, handle, replicas, max_queued
+        self.timeout_s = timeout_s
+        self.latency_p95_ms = latency_p95_ms
+        self.stats = LiveCounters()
+
+    async def infer(self, x: np.ndarray) -> np.ndarray:
+        from ray.serve.exceptions import BackPressureError
+
+        if self.stats.in_flight >= self.max_queued:
+            raise QueueFull(f"{self.name}: {self.stats.in_flight} requests in flight")
+        self.stats.in_flight += 1
+        started = time.perf_counter()
+        try:
+            logits, served_ms = await asyncio.wait_for(self.handle.infer.remote(x), self.timeout_s)
+        except TimeoutError:
+            self.stats.failed += 1
+            raise TimeoutError(f"{self.name}: no answer within {self.timeout_s} s") from None
+        except BackPressureError as error:
+            raise QueueFull(f"{self.name}: {error}") from None
+        except QueueFull:  # raised in the replica; Ray re-raises it as an instance of the cause
+            raise
+        except Exception:
+            self.stats.failed += 1
+            raise
+        finally:
+            self.stats.in_flight -= 1
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.stats.hop_ms = 0.9 * self.stats.hop_ms + 0.1 * max(0.0, elapsed_ms - served_ms)
+        self.stats.record(served_ms, len(x))
+        self.stats.completed += 1
+        return logits
+
+    def close(self) -> None:
+        pass

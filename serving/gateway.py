@@ -20,6 +20,7 @@ from profiles.tiers import Tier, constraints_for
 from serving import schemas
 from serving.engine import QueueFull, VariantEngine
 from serving.inputs import InputDecoder
+from serving.metrics import Metrics, Trace
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +51,56 @@ class Gateway:
         engines: Mapping[str, VariantEngine],
         decoder: InputDecoder,
         default_tier: str = "balanced",
+        failure_cooldown_s: float = 5.0,
     ) -> None:
         self.menu, self.tiers, self.engines, self.decoder = menu, dict(tiers), dict(engines), decoder
         self.default_tier = default_tier if default_tier in self.tiers else next(iter(self.tiers))
         self.entries = {entry.name: entry for entry in menu.variants}
         self.reference_quality = menu.variants[0].quality
         self.classes = menu.classes
+        self.metrics: Metrics | None = None  # set inside a Serve replica
+        self.failure_cooldown_s = failure_cooldown_s
+        self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
+        self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
         # the menu and the set of loaded engines are fixed for a gateway's life: build once
         self._catalog = [
             VariantProfile(
                 name=entry.name,
                 quality=entry.quality,
-                latency_ms={int(b): stats.p95 for b, stats in entry.latency_ms.items()},
+                latency_ms=self._serving_latency(entry),
                 ready=entry.name in self.engines,
             )
             for entry in menu.variants
         ]
+
+    def _serving_latency(self, entry) -> dict[int, float]:
+        """p95 per batch size as timed inside the serving replica, else the menu's profile."""
+        engine = self.engines.get(entry.name)
+        measured = getattr(engine, "latency_p95_ms", None)
+        if measured:
+            return dict(measured)
+        return {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
 
     # -- routing -----------------------------------------------------------------------
     def catalog(self) -> list[VariantProfile]:
         return self._catalog
 
     def live(self) -> dict[str, LiveStats]:
-        return {name: LiveStats(in_flight=engine.stats.in_flight) for name, engine in self.engines.items()}
+        return {
+            name: LiveStats(
+                in_flight=engine.stats.in_flight,
+                replicas=engine.replicas,
+                overhead_ms=self.overhead_ms + engine.stats.hop_ms,
+            )
+            for name, engine in self.engines.items()
+        }
 
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
         if request.variant is not None and request.variant not in self.entries:
             raise GatewayError(
                 404, f"variant: unknown variant {request.variant!r}", known=sorted(self.entries)
             )
-        tier_name = request.tier or (None if request.variant else self.default_tier)
+        tier_name = self.tier_of(request)
         if tier_name is not None and tier_name not in self.tiers:
             raise GatewayError(422, f"tier: unknown tier {tier_name!r}", known=sorted(self.tiers))
         tier = self.tiers[tier_name] if tier_name else Tier()
@@ -89,7 +110,14 @@ class Gateway:
 
     def route(self, request: schemas.RouteRequest, exclude: frozenset[str] = frozenset()) -> schemas.Decision:
         tier_name, constraints = self.constraints(request)
+        now = time.monotonic()
+        cooling = {name for name, until in self._avoid_until.items() if until > now}
         catalog = [p for p in self.catalog() if p.name not in exclude]
+        if cooling and request.variant is None:
+            # a variant that just failed sits out a cool-down, unless nothing else meets the floor
+            healthy = [p for p in catalog if p.name not in cooling]
+            if choose(healthy, constraints, self.live(), request.batch_size).variant is not None:
+                catalog = healthy
         decision = choose(catalog, constraints, self.live(), request.batch_size)  # pins checked above
         return schemas.Decision(
             variant=decision.variant,
@@ -108,10 +136,22 @@ class Gateway:
             return self.decoder.from_base64(request.image)
         return self.decoder.from_nested(request.inputs)
 
-    async def predict(self, request: schemas.PredictRequest, request_id: str) -> schemas.PredictResponse:
+    def tier_of(self, request: schemas.RouteRequest) -> str | None:
+        """The tier a request is held to: its own, else the default unless it pins a variant."""
+        return request.tier or (None if request.variant else self.default_tier)
+
+    def _known_tier(self, request: schemas.RouteRequest) -> str | None:
+        tier = self.tier_of(request)
+        return tier if tier in self.tiers else None  # never a client's string as a metric label
+
+    async def predict(
+        self, request: schemas.PredictRequest, request_id: str, trace: Trace | None = None
+    ) -> schemas.PredictResponse:
         """Decode, route, run (retrying once elsewhere on failure) and label one request."""
         started = time.perf_counter()
-        outcome = await self.run(self.decode(request), request, request_id, started)
+        trace = trace if trace is not None else Trace()
+        trace.tier = self._known_tier(request)
+        outcome = await self.run(self.decode(request), request, request_id, started, trace)
         return schemas.PredictResponse(
             variant=outcome.variant,
             tier=outcome.decision.tier,
@@ -125,13 +165,22 @@ class Gateway:
         )
 
     async def run(
-        self, x: np.ndarray, request: schemas.RouteRequest, request_id: str, started: float | None = None
+        self,
+        x: np.ndarray,
+        request: schemas.RouteRequest,
+        request_id: str,
+        started: float | None = None,
+        trace: Trace | None = None,
     ) -> Outcome:
-        """Route ``x`` (N, C, H, W) and run it; the raw logits plus what happened."""
+        """Route ``x`` (N, C, H, W) and run it; the raw logits plus what happened (also
+        written to ``trace`` as it is decided, so errors are recorded too)."""
         started = time.perf_counter() if started is None else started
+        trace = trace if trace is not None else Trace()
+        trace.tier = self._known_tier(request)
         routed = request.model_copy(update={"batch_size": len(x)})
-        decision = self._decided(routed)
+        decision = self._decided(routed, trace=trace)
         failed: str | None = None
+        infer_started = time.perf_counter()
         try:
             logits = await self.engines[decision.variant].infer(x)
         except QueueFull:
@@ -139,31 +188,48 @@ class Gateway:
                 429, f"variant {decision.variant} is at its queue bound", retry_after_s=1
             ) from None
         except Exception as error:
-            if request.variant is not None:
-                raise GatewayError(503, f"variant {decision.variant} failed: {error}") from None
-            log.warning("request %s: %s failed (%s); retrying once", request_id, decision.variant, error)
             failed = decision.variant
-            decision = self._decided(routed, exclude=frozenset({failed}))
+            self._avoid_until[failed] = time.monotonic() + self.failure_cooldown_s
+            if request.variant is not None:
+                raise GatewayError(503, f"variant {failed} failed: {error}") from None
+            log.warning("request %s: %s failed (%s); retrying once", request_id, failed, error)
+            try:
+                decision = self._decided(routed, exclude=frozenset({failed}), trace=trace)
+            except GatewayError:
+                raise GatewayError(
+                    503, f"variant {failed} failed ({error}) and no other variant meets the floor"
+                ) from None
+            infer_started = time.perf_counter()
             try:
                 logits = await self.engines[decision.variant].infer(x)
             except Exception as retry_error:
+                self._avoid_until[decision.variant] = time.monotonic() + self.failure_cooldown_s
                 raise GatewayError(
                     503, f"variants {failed} and {decision.variant} failed: {retry_error}"
                 ) from None
-        latency_ms = (time.perf_counter() - started) * 1000
+        finished = time.perf_counter()
+        latency_ms = (finished - started) * 1000
+        outside_model_ms = latency_ms - (finished - infer_started) * 1000
+        self.overhead_ms = 0.9 * self.overhead_ms + 0.1 * outside_model_ms
         quality = self.entries[decision.variant].quality
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
         )
+        trace.latency_ms, trace.slo_met = latency_ms, slo_met
         return Outcome(decision.variant, decision, logits, latency_ms, slo_met, failed)
 
     def _decided(
-        self, request: schemas.PredictRequest, exclude: frozenset[str] = frozenset()
+        self,
+        request: schemas.PredictRequest,
+        exclude: frozenset[str] = frozenset(),
+        trace: Trace | None = None,
     ) -> schemas.Decision:
         decision = self.route(request, exclude)
+        if trace is not None:
+            trace.variant, trace.reason = decision.variant, decision.reason
         if decision.reason == Reason.REJECTED:
             best = max((p.quality for p in self.catalog() if p.ready), default=None)
-            raise GatewayError(422, decision.explanation, best_accuracy=best)
+            raise GatewayError(422, decision.explanation, best_accuracy=best, reason="rejected")
         return decision
 
     def _predictions(self, logits: np.ndarray, top_k: int) -> list[schemas.Prediction]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from serving import schemas
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputError
+from serving.metrics import Trace
 from tiergate import __version__
 
 REQUEST_ID = "X-Request-Id"
@@ -54,6 +55,47 @@ BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data e
 V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
+class RequestContext:
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request):
+    gives each request its id and a metrics trace, refuses oversized bodies up front, and
+    records the answer's status for inference requests."""
+
+    def __init__(self, app, gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]):
+        self.app, self.gateway, self.max_body_bytes = app, gateway, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        serve_id = _serve_request_id()  # under Ray Serve the proxy owns the id and its header
+        request_id = serve_id or headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        trace = Trace()
+        state = scope.setdefault("state", {})
+        state["request_id"], state["trace"] = request_id, trace
+        status = 500
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if not serve_id:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        length, limit = headers.get(b"content-length", b""), self.max_body_bytes()
+        try:
+            if length.isdigit() and int(length) > limit:
+                response = _error(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            current = self.gateway()
+            inference = scope["method"] == "POST" and scope["path"].endswith(("/v1/predict", "/infer"))
+            if inference and current is not None and current.metrics is not None:
+                current.metrics.request(trace, status)
+
+
 def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]) -> FastAPI:
     app = FastAPI(
         title="tiergate", version=__version__, description="Routes each request to a compressed variant"
@@ -65,20 +107,7 @@ def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[
             raise GatewayError(503, "not ready: variants are still being built or profiled", retry_after_s=5)
         return current
 
-    @app.middleware("http")
-    async def request_ids_and_size(request: Request, call_next):
-        serve_id = _serve_request_id()  # under Ray Serve the proxy owns the id and its header
-        request_id = serve_id or request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-        request.state.request_id = request_id
-        length = request.headers.get("content-length")
-        limit = max_body_bytes()
-        if length is not None and length.isdigit() and int(length) > limit:
-            response = _error(413, f"body of {length} bytes exceeds the limit of {limit}")
-        else:
-            response = await call_next(request)
-        if not serve_id:
-            response.headers[REQUEST_ID] = request_id
-        return response
+    app.add_middleware(RequestContext, gateway=gateway, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, error: GatewayError):
@@ -107,7 +136,7 @@ def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse)
     async def predict(body: schemas.PredictRequest, request: Request):
-        response = await ready().predict(body, request.state.request_id)
+        response = await ready().predict(body, request.state.request_id, request.state.trace)
         return JSONResponse(response.model_dump(mode="json"), headers={VARIANT_HEADER: response.variant})
 
     @app.post("/v1/route", response_model=schemas.Decision)
@@ -117,12 +146,18 @@ def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[
     @app.get("/v1/variants")
     async def variants():
         current = ready()
+        routed_on = {profile.name: profile.latency_ms for profile in current.catalog()}
         rows = []
         for entry in current.menu.variants:
             engine = current.engines.get(entry.name)
-            live = (
-                {"in_flight": engine.stats.in_flight, "recent_ms": engine.stats.ewma_ms} if engine else None
-            )
+            live = None
+            if engine is not None:
+                live = {
+                    "in_flight": engine.stats.in_flight, "recent_ms": engine.stats.ewma_ms,
+                    "replicas": engine.replicas, "hop_ms": engine.stats.hop_ms,
+                    # what routing predicts from: p95 timed inside the serving replica
+                    "serving_p95_ms": {str(b): ms for b, ms in routed_on[entry.name].items()},
+                }  # fmt: skip
             rows.append({**entry.model_dump(mode="json", exclude={"path"}), "ready": engine is not None,
                          "live": live})  # fmt: skip
         return {"model": current.menu.model, "quality_metric": current.menu.quality_metric, "variants": rows}
@@ -179,7 +214,7 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
         routing = _model_request(current, name, body.parameters)
         x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")
         request_id = body.id or request.state.request_id
-        outcome = await current.run(x, schemas.RouteRequest(**routing), request_id)
+        outcome = await current.run(x, schemas.RouteRequest(**routing), request_id, trace=request.state.trace)
         logits = np.ascontiguousarray(outcome.logits, dtype=np.float32)
         output: dict[str, Any] = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape)}
         if not body.wants_binary_output():

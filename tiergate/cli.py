@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tiergate import __version__
 
 
@@ -71,6 +73,9 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", help="C,H,W of the model input (image folders)")
     parser.add_argument("--variants", help="comma-separated, e.g. fp32,int8,pruned+int8")
     parser.add_argument("--cache-dir", type=Path, help="where artifacts and the manifest go")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any config field (YAML value), e.g. serving.topology=per_variant; "
+                        "repeatable")  # fmt: skip
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,6 +104,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["compress.variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.cache_dir:
         overrides["compress.cache_dir"] = str(args.cache_dir)
+    for assignment in args.set:
+        field, sep, value = assignment.partition("=")
+        if not sep or not field.strip():
+            raise ValueError(f"--set: expected FIELD=VALUE, got {assignment!r}")
+        overrides[field.strip()] = yaml.safe_load(value)
     return overrides
 
 
@@ -130,22 +140,17 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["serving.port"] = args.port
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # in the driver first, with progress; replicas then hit the cache
-    from tiergate.settings import select_ray_ingress
+    from serving import runtime
 
-    select_ray_ingress(config.serving.ingress)
-    import ray
-    from ray import serve
-
-    from serving.app import build_application
-
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    print(f"starting Ray Serve ({config.serving.topology} topology, {config.serving.ingress} ingress); "
+          "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
     try:
-        serve.start(http_options={"host": config.serving.host, "port": config.serving.port})
-        serve.run(build_application(config), name="tiergate", route_prefix="/")
-        url = f"http://{config.serving.host}:{config.serving.port}"
+        url = runtime.start(config)
         print(render_table(menu))
         print(f"\ntiergate is serving {menu.model} at {url}  (API docs: {url}/docs)")
-        print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers\nCtrl-C stops it.")
+        print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers")
+        print(f"metrics for Prometheus to scrape: {runtime.metrics_url(config.serving)} "
+              "(deploy/prometheus/prometheus.yml)\nCtrl-C stops it.")  # fmt: skip
         for stop in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
             signal.signal(stop, signal.default_int_handler)
         while True:
@@ -154,8 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping tiergate...", file=sys.stderr)
-        serve.shutdown()
-        ray.shutdown()
+        runtime.stop()
     return 0
 
 

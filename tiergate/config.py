@@ -89,8 +89,13 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         raise ConfigError(f"config: {path} must hold a mapping at the top level")
     _resolve_paths(raw, path.parent.resolve())
     for dotted, value in (overrides or {}).items():
-        section, _, field = dotted.partition(".")
-        raw.setdefault(section, {})[field] = value
+        *parents, field = dotted.split(".")
+        block = raw
+        for name in parents:
+            if not isinstance(block.setdefault(name, {}), dict):
+                raise ConfigError(f"{dotted}: {name} is not a section")
+            block = block[name]
+        block[field] = value
     cache_dir = settings.cache_dir_override()
     if cache_dir is not None:
         raw.setdefault("compress", {})["cache_dir"] = str(cache_dir)

@@ -19,8 +19,14 @@ def cache_dir_override() -> Path | None:
     return Path(value) if value else None
 
 
-def select_ray_ingress(mode: str) -> None:
-    """Ray reads its ingress feature flags from the environment of every process it
-    starts, so they must be set before ``import ray`` in the driver."""
+def prepare_ray_environment(ingress: str) -> None:
+    """Ray reads its feature flags from the environment of every process it starts, so
+    they are set before Ray starts any."""
+    os.environ.setdefault("RAY_EXPORT_COUNTER_AS_GAUGE", "0")  # counters once, as *_total
+    mode = ingress
     if mode == "haproxy":
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+        # Ray's defaults drain for 30 s and let HAProxy linger 120 s at shutdown; a single
+        # gateway drains its in-flight requests in far less
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+        os.environ.setdefault("RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S", "5")

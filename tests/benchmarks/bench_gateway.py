@@ -1,7 +1,11 @@
 """Benchmark: end-to-end latency and throughput per tier through tiergate, against a bare
 uvicorn + ORT server on the same ONNX file, side by side in one run (wrk on 127.0.0.1).
 
-    .venv/bin/python -m tests.benchmarks.bench_gateway [--duration 10] [--concurrency 1 16] [--config F]
+    .venv/bin/python -m tests.benchmarks.bench_gateway [--duration 10] [--concurrency 1 16] [--config F] \
+        [--setup serving.ingress=proxy --setup serving.topology=per_variant ...]
+
+Each ``--setup`` (comma-separated config overrides) starts its own gateway; the bare server
+is measured right beside it for every tier and concurrency.
 
 Needs a warm cache (run `tiergate compress` first) and Debian's `wrk`.
 """
@@ -17,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -68,15 +71,24 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--tiers", nargs="+", default=["fast", "accurate"])
     parser.add_argument("--config", help="tiergate config for the gateway (default: the shipped one)")
+    parser.add_argument("--setup", action="append", default=[],
+                        help="comma-separated FIELD=VALUE overrides for one gateway run; repeatable "
+                        "(default: one run with the config as it is)")  # fmt: skip
     args = parser.parse_args()
+    print("| setup | tier | variant | concurrency | tiergate p50 / p99 ms | bare p50 / p99 ms | "
+          "tiergate req/s | bare req/s | throughput ratio | p50 gap ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for setup in args.setup or [""]:
+        overrides = [item.strip() for item in setup.split(",") if item.strip()]
+        run_setup(args, overrides)
+
+
+def run_setup(args: argparse.Namespace, overrides: list[str]) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "tiergate.cli",
-        "serve",
-        *(["--config", args.config] if args.config else []),
-    ]
+    command = [sys.executable, "-m", "tiergate.cli", "serve",
+               *(["--config", args.config] if args.config else []),
+               *(f"--set={item}" for item in overrides)]  # fmt: skip
+    label = ", ".join(item.removeprefix("serving.") for item in overrides) or "defaults"
     gateway = subprocess.Popen(command, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -85,12 +97,12 @@ def main() -> None:
         variants = {
             v["name"]: v for v in httpx.get(f"http://127.0.0.1:{GATEWAY}/v1/variants").json()["variants"]
         }
-        manifest = json.loads(Path(".tiergate-cache/fashion-resnet18/manifest.json").read_text())
-        paths = {v["name"]: v["path"] for v in manifest["variants"]}
-        image = np.random.default_rng(0).random((1, 28, 28)).round(4).tolist()
-        print("| tier | variant | concurrency | tiergate p50 / p99 ms | bare p50 / p99 ms | tiergate req/s | "
-              "bare req/s | throughput ratio | p50 gap ms |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+        menu = subprocess.run([sys.executable, "-m", "tiergate.cli", "compress", "--json",
+                               *(["--config", args.config] if args.config else [])],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        paths = {v["name"]: v["path"] for v in json.loads(menu)["variants"]}
+        shape = httpx.get(f"http://127.0.0.1:{GATEWAY}/v2/models/fp32").json()["inputs"][0]["shape"][1:]
+        image = np.random.default_rng(0).random(shape).round(4).tolist()
         for tier in args.tiers:
             variant = tiers[tier]["variant"]
             bare = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.bare_server", paths[variant],
@@ -106,7 +118,7 @@ def main() -> None:
                     in_ort = variants[variant]["latency_ms"]["1"]["p50"]
                     errors = ours["errors"] + theirs["errors"]
                     row = [
-                        tier, f"{variant} ({in_ort:.2f} ms in ORT)", connections,
+                        label, tier, f"{variant} ({in_ort:.2f} ms in ORT)", connections,
                         f"{ours['p50']:.2f} / {ours['p99']:.2f}",
                         f"{theirs['p50']:.2f} / {theirs['p99']:.2f}",
                         f"{ours['rps']:.0f}", f"{theirs['rps']:.0f}", f"{ours['rps'] / theirs['rps']:.2f}",
@@ -117,8 +129,10 @@ def main() -> None:
                 bare.send_signal(signal.SIGINT)
                 bare.wait(30)
     finally:
+        stopped = time.monotonic()
         gateway.send_signal(signal.SIGINT)
-        gateway.wait(60)
+        gateway.wait(180)
+        print(f"<!-- {label}: gateway stopped in {time.monotonic() - stopped:.0f} s -->", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,71 +4,21 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.integration.conftest import deployed
+
 pytestmark = pytest.mark.integration
-
-CONFIG = """
-version: 1
-model:
-  name: digits-serve
-  blocks: [1, 1, 1, 1]
-  width: 16
-  train: {epochs: 10, lr: 0.1, schedule: onecycle, batch_size: 64}
-data: {source: digits, calibration_size: 128, validation_size: 200}
-compress:
-  cache_dir: CACHE
-  train_base_if_missing: true
-  finetune_samples: 1000
-  recipes:
-    int8: {method: int8, calibration_samples: 64}
-    distilled: {method: distill, width: 4, fit: {epochs: 4, lr: 0.1, schedule: onecycle, batch_size: 64}}
-  variants: [fp32, int8, distilled]
-profile: {batch_sizes: [1, 8], budget_s: 0.05, min_runs: 10, warmup_runs: 2}
-tiers:
-  fast: {max_latency_ms: 50.0, min_accuracy: 0.5}
-  accurate: {max_latency_ms: 1000.0, max_accuracy_drop: 0.0}
-serving: {host: 127.0.0.1, port: PORT, default_tier: accurate, max_batch_images: 8, max_body_bytes: 200000}
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def gateway_url(tmp_path_factory):
-    """Ray + Serve started once for this module, torn down after it."""
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    import ray
-    from ray import serve
-
-    from serving.app import build_application
-    from tiergate.build import build_menu
-    from tiergate.config import load_config
-
-    folder = tmp_path_factory.mktemp("serve")
-    port = _free_port()
-    path = folder / "config.yaml"
-    path.write_text(CONFIG.replace("CACHE", str(folder / "cache")).replace("PORT", str(port)))
-    config = load_config(path)
-    build_menu(config)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_application(config), name="tiergate", route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+def gateway_url(digits_config):
+    """The colocated application (the default topology) at the root of the shared cluster."""
+    yield from deployed(digits_config(), "tiergate", "/")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +35,7 @@ def test_health_ready_and_catalog(client):
     assert [v["name"] for v in variants] == ["fp32", "int8", "distilled"]
     assert all(v["ready"] and "p95" in v["latency_ms"]["1"] for v in variants)
     tiers = client.get("/v1/tiers").json()
-    assert set(tiers) == {"fast", "accurate"} and all(t["variant"] for t in tiers.values())
+    assert set(tiers) == {"fast", "accurate", "lenient"} and all(t["variant"] for t in tiers.values())
 
 
 def test_predict_by_tier_returns_variant_reason_and_request_id(client, digits):
@@ -208,3 +158,26 @@ def test_triton_http_client_works_unchanged(gateway_url, digits):
     tensor.set_data_from_numpy(x)
     routed = client.infer("digits-serve", [tensor], parameters={"tier": "fast"})
     assert routed.as_numpy("logits").shape == (3, 10) and routed.get_response()["parameters"]["variant"]
+
+
+def test_failed_variant_is_retried_once_on_the_next_best(client, digits):
+    """When the variant a tier routes to fails, the request is served by the next-best
+    variant meeting the floor, and the answer says which one failed."""
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("Ingress", app_name="tiergate")
+    chosen = client.post("/v1/route", json={"tier": "lenient", "batch_size": 2}).json()["variant"]
+    ingress.set_fault.remote(chosen, 1.0).result()
+    try:
+        response = client.post("/v1/predict", json={"inputs": digits.test.x[:2].tolist(), "tier": "lenient"})
+        body = response.json()
+        assert response.status_code == 200, body
+        assert body["retried_from"] == chosen and body["variant"] != chosen, body
+        pinned = client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist(), "variant": chosen})
+        assert pinned.status_code == 503 and chosen in pinned.json()["error"]
+    finally:
+        ingress.set_fault.remote(chosen, 0.0).result()
+    assert (
+        client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist(), "variant": chosen}).status_code
+        == 200
+    )

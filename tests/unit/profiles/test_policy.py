@@ -128,3 +128,15 @@ def test_pins_are_honoured_and_unready_variants_never_chosen(catalog, live, budg
     free = choose(catalog, Constraints(max_latency_ms=budget, min_accuracy=floor), live)
     ready = {p.name for p in catalog if p.ready}
     assert free.variant is None or free.variant in ready
+
+
+def test_measured_overhead_counts_against_the_budget():
+    """The gateway's own overhead is part of the prediction, so a variant that fits on model
+    time alone but not end to end is passed over for a faster one."""
+    int8 = CATALOG[1]
+    assert predict_latency_ms(int8, LiveStats(overhead_ms=1.5)) == pytest.approx(int8.latency_ms[1] + 1.5)
+    budget = int8.latency_ms[1] + 1.0
+    assert choose(CATALOG, Constraints(max_latency_ms=budget)).variant == "int8"
+    live = {p.name: LiveStats(overhead_ms=1.5) for p in CATALOG}
+    slower_pick = choose(CATALOG, Constraints(max_latency_ms=budget), live)
+    assert slower_pick.variant != "int8" and slower_pick.reason == Reason.BEST

@@ -15,6 +15,7 @@ from profiles.tiers import Tier
 from serving.engine import EngineSettings, VariantEngine
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputDecoder
+from serving.metrics import Trace
 from serving.schemas import PredictRequest, RouteRequest
 from tiergate.build import build_menu
 from tiergate.config import load_config
@@ -119,3 +120,49 @@ def test_failed_variant_is_retried_once_on_the_next_best(menu, digits):
     response = asyncio.run(gateway.predict(PredictRequest(inputs=digits.test.x[:2].tolist()), "r"))
     assert response.retried_from == best and response.variant != best
     assert len(response.predictions) == 2
+
+
+def test_failed_variant_sits_out_a_cool_down_but_pins_still_reach_it(menu, digits):
+    """After a failure, routing avoids the variant for failure_cooldown_s even once it works
+    again; a request that pins it is still served by it."""
+    gateway = _gateway(menu)
+    best = gateway.route(RouteRequest()).variant
+    request = PredictRequest(inputs=digits.test.x[:1].tolist())
+    gateway.engines[best].fault_rate = 1.0
+    assert asyncio.run(gateway.predict(request, "r1")).retried_from == best
+    gateway.engines[best].fault_rate = 0.0
+    after = asyncio.run(gateway.predict(request, "r2"))
+    assert after.variant != best and after.retried_from is None
+    pinned = PredictRequest(inputs=digits.test.x[:1].tolist(), variant=best)
+    assert asyncio.run(gateway.predict(pinned, "r3")).variant == best
+    no_cooldown = _gateway(menu)
+    no_cooldown.failure_cooldown_s = 0.0
+    no_cooldown.engines[best].fault_rate = 1.0
+    assert asyncio.run(no_cooldown.predict(request, "r4")).retried_from == best
+    no_cooldown.engines[best].fault_rate = 0.0
+    assert asyncio.run(no_cooldown.predict(request, "r5")).variant == best
+
+
+def test_trace_records_the_decision_and_never_a_clients_tier_string(menu, digits):
+    """The trace handed to metrics holds the resolved tier, variant, reason, latency and SLO
+    outcome; an unknown tier is not copied into it (no client-chosen label values)."""
+    gateway = _gateway(menu)
+    trace = Trace()
+    response = asyncio.run(gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist()), "r", trace))
+    assert (trace.tier, trace.variant, trace.reason) == ("accurate", response.variant, response.reason)
+    assert trace.latency_ms == response.latency_ms and trace.slo_met == response.slo_met
+    refused = Trace()
+    with pytest.raises(GatewayError):
+        asyncio.run(
+            gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="x" * 50), "r", refused)
+        )
+    assert refused.tier is None and refused.variant is None
+
+
+def test_engine_profile_times_every_batch_size_in_process(menu):
+    """profile() records a positive p95 for each requested batch size and how long it took."""
+    entry = menu.variants[1]
+    engine = VariantEngine.load(entry.name, Path(entry.path), entry.sha256, EngineSettings())
+    engine.profile(tuple(menu.input_shape), (1, 4), budget_s=0.02)
+    assert set(engine.latency_p95_ms) == {1, 4} and all(v > 0 for v in engine.latency_p95_ms.values())
+    assert engine.profile_s > 0

@@ -1,0 +1,191 @@
+"""What tiergate records, decided in one place, emitted with ``ray.serve.metrics`` so every
+replica on every node is exported by Ray's per-node metrics endpoint (names gain Ray's
+``ray_`` prefix there, plus ``application``/``deployment``/``replica`` labels).
+
+    metrics = Metrics(config.tiers)           # inside a Serve replica
+    metrics.describe(gateway)                 # menu and tier gauges, once
+    metrics.request(trace, status_code=200)   # per inference request (the HTTP layer calls it)
+    metrics.flush()                           # every second, off the request path
+
+Recording into Ray's metrics costs ~50 us a call, measured: a request only appends to a
+list, and ``flush`` (run in a worker thread by the replica) aggregates counters and hands
+everything to Ray.
+
+Series (as Prometheus sees them):
+  ray_tiergate_requests_total{tier,variant,code}            every answered inference request
+  ray_tiergate_request_latency_ms_bucket{tier,variant,le}   served requests; buckets hold every
+                                                            tier's max_latency_ms exactly
+  ray_tiergate_slo_requests_total{tier,outcome}             met | missed, for 2xx, 429 and 5xx
+  ray_tiergate_routing_decisions_total{tier,variant,reason} best, degraded, pinned, fallback, rejected
+  ray_tiergate_variant_{accuracy,fidelity,p95_latency_ms,size_bytes,in_flight,
+                        build_seconds,cache_hit,profile_seconds}{variant}
+  ray_tiergate_batch_size_bucket{variant,le}                images per ORT run
+  ray_tiergate_tier_{slo_target,max_latency_ms}{tier}
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from profiles.tiers import Tier
+
+if TYPE_CHECKING:
+    from serving.gateway import Gateway
+
+NONE = "none"  # label value when a request named no tier, or was refused before routing
+LATENCY_BUCKETS_MS = (
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class Trace:
+    """What one inference request turned into; filled in as the gateway decides."""
+
+    tier: str | None = None
+    variant: str | None = None
+    reason: str | None = None
+    latency_ms: float | None = None
+    slo_met: bool | None = None
+
+
+def latency_boundaries(tiers: Mapping[str, Tier]) -> list[float]:
+    """The default buckets plus every tier's bound, so SLO queries need no interpolation."""
+    bounds = {float(b) for b in LATENCY_BUCKETS_MS}
+    bounds.update(float(t.max_latency_ms) for t in tiers.values() if t.max_latency_ms is not None)
+    return sorted(bounds)
+
+
+def slo_outcome(status_code: int, slo_met: bool | None) -> str | None:
+    """met / missed for answers that count toward a tier's SLO; None for client errors
+    (4xx other than 429), which say nothing about the service."""
+    if 200 <= status_code < 300:
+        return "met" if slo_met else "missed"
+    if status_code == 429 or status_code >= 500:
+        return "missed"
+    return None
+
+
+class Metrics:
+    def __init__(self, tiers: Mapping[str, Tier]) -> None:
+        from ray.serve.metrics import Counter, Gauge, Histogram
+
+        self.requests = Counter(
+            "tiergate_requests", "Answered inference requests", tag_keys=("tier", "variant", "code")
+        )
+        self.latency = Histogram(
+            "tiergate_request_latency_ms", "Latency of served requests, measured in the gateway (ms)",
+            boundaries=latency_boundaries(tiers), tag_keys=("tier", "variant"),
+        )  # fmt: skip
+        self.slo = Counter(
+            "tiergate_slo_requests", "Requests counted toward their tier's SLO", tag_keys=("tier", "outcome")
+        )
+        self.decisions = Counter(
+            "tiergate_routing_decisions", "Routing decisions", tag_keys=("tier", "variant", "reason")
+        )
+        self.batch_size = Histogram(
+            "tiergate_batch_size", "Images per ONNX Runtime run", boundaries=list(BATCH_BUCKETS),
+            tag_keys=("variant",),
+        )  # fmt: skip
+        variant_gauges = {
+            "accuracy": "Accuracy on the held-out test split (fidelity to fp32 when unlabelled)",
+            "fidelity": "Agreement with fp32's predictions on the test split",
+            "p95_latency_ms": "Batch-1 p95 latency timed in the serving replica (ms)",
+            "size_bytes": "ONNX file size",
+            "in_flight": "Requests queued or running on the variant",
+            "build_seconds": "Time it took to build the variant (when it was built, cached or not)",
+            "cache_hit": "1 when the variant was loaded from the artifact cache",
+            "profile_seconds": "Time spent timing the variant in the serving replica",
+        }
+        self.variant = {
+            name: Gauge(f"tiergate_variant_{name}", text, tag_keys=("variant",))
+            for name, text in variant_gauges.items()
+        }
+        self.tier_target = Gauge("tiergate_tier_slo_target", "SLO target of the tier", tag_keys=("tier",))
+        self.tier_bound = Gauge(
+            "tiergate_tier_max_latency_ms", "Latency bound of the tier (ms)", tag_keys=("tier",)
+        )
+        self._answers: list[tuple[Trace, int]] = []
+        self._batches: list[tuple[str, int]] = []
+        self._static: list[tuple[object, float, dict[str, str]]] = []  # describe()'s gauges
+
+    def request(self, trace: Trace, status_code: int) -> None:
+        self._answers.append((trace, status_code))
+
+    def batch(self, variant: str, size: int) -> None:
+        self._batches.append((variant, size))
+
+    def flush(self) -> None:
+        """Hand what was recorded since the last flush to Ray (thread-safe against request())."""
+        answers, self._answers = self._answers, []
+        batches, self._batches = self._batches, []
+        counts: defaultdict[tuple, int] = defaultdict(int)
+        for trace, status_code in answers:
+            tier, variant = trace.tier or NONE, trace.variant or NONE
+            counts[self.requests, ("tier", tier), ("variant", variant), ("code", str(status_code))] += 1
+            if trace.reason is not None:
+                counts[self.decisions, ("tier", tier), ("variant", variant), ("reason", trace.reason)] += 1
+            outcome = slo_outcome(status_code, trace.slo_met)
+            if trace.tier is not None and outcome is not None:
+                counts[self.slo, ("tier", tier), ("outcome", outcome)] += 1
+            if 200 <= status_code < 300 and trace.latency_ms is not None:
+                self.latency.observe(trace.latency_ms, tags={"tier": tier, "variant": variant})
+        for (metric, *tags), count in counts.items():
+            metric.inc(count, tags=dict(tags))
+        for variant, size in batches:
+            self.batch_size.observe(size, tags={"variant": variant})
+        for gauge, value, tags in self._static:
+            gauge.set(value, tags=tags)
+
+    def describe(self, gateway: Gateway) -> None:
+        """Gauges that describe the menu and the tiers. Ray exports a gauge only for the
+        interval it was set in, so ``flush`` sets these again each time."""
+        routed_on = {profile.name: profile.latency_ms for profile in gateway.catalog()}
+        for entry in gateway.menu.variants:
+            engine = gateway.engines.get(entry.name)
+            if engine is None:
+                continue
+            values = {
+                "accuracy": entry.quality, "fidelity": entry.fidelity,
+                "p95_latency_ms": routed_on[entry.name][1], "size_bytes": entry.size_bytes,
+                "build_seconds": entry.build_s,
+                "cache_hit": 1.0 if entry.cache_hit else 0.0,
+            }  # fmt: skip
+            profile_s = getattr(engine, "profile_s", None)
+            if profile_s is not None:
+                values["profile_seconds"] = profile_s
+            for name, value in values.items():
+                self._static.append((self.variant[name], float(value), {"variant": entry.name}))
+        for name, tier in gateway.tiers.items():
+            self._static.append((self.tier_target, tier.slo_target, {"tier": name}))
+            if tier.max_latency_ms is not None:
+                self._static.append((self.tier_bound, tier.max_latency_ms, {"tier": name}))
+        self.in_flight(gateway)
+        self.flush()
+
+    def in_flight(self, gateway: Gateway) -> None:
+        for name, engine in gateway.engines.items():
+            self.variant["in_flight"].set(engine.stats.in_flight, tags={"variant": name})

@@ -1,0 +1,70 @@
+"""Start and stop a local Ray cluster with the tiergate application on it: the one place
+that decides how Ray is started (used by ``tiergate serve``, the tests and the benchmarks).
+
+    url = start(config)  # http://127.0.0.1:8000, ready to serve
+    ...
+    stop()
+"""
+
+from __future__ import annotations
+
+import logging
+
+from serving.config import ServingConfig
+from tiergate.config import AppConfig
+from tiergate.settings import prepare_ray_environment
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "tiergate"
+
+
+def start(config: AppConfig, num_cpus: int | None = None) -> str:
+    """A local Ray cluster (no dashboard) with the application deployed and ready; its URL."""
+    start_cluster(config.serving, num_cpus)
+    try:
+        return deploy(config)
+    except BaseException:
+        stop()
+        raise
+
+
+def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
+    """Ray and Serve's HTTP ingress on ``serving.host:port``, nothing deployed yet."""
+    prepare_ray_environment(serving.ingress)  # before Ray starts any process
+    import ray
+    from ray import serve
+
+    ray.init(
+        address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+        _metrics_export_port=serving.metrics_port,
+    )  # fmt: skip
+    serve.start(http_options={"host": serving.host, "port": serving.port})
+
+
+def deploy(config: AppConfig, name: str = APP_NAME, route_prefix: str = "/") -> str:
+    """Deploy (or redeploy) the application and wait until every replica is ready."""
+    from ray import serve
+
+    from serving.app import build_application
+
+    serve.run(build_application(config), name=name, route_prefix=route_prefix)
+    serving = config.serving
+    return f"http://{serving.host}:{serving.port}{route_prefix.rstrip('/')}"
+
+
+def metrics_url(serving: ServingConfig) -> str:
+    """Where Prometheus scrapes this node: tiergate_* and Ray Serve's own ray_serve_* series."""
+    return f"http://127.0.0.1:{serving.metrics_port}/metrics"
+
+
+def stop() -> None:
+    """Shut the application and the Ray cluster down (in-flight requests drain first)."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

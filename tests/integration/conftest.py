@@ -1,0 +1,95 @@
+"""Ray and Serve, started once per test session; each module deploys its own application
+(on its own route prefix) from a small digits config."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+DIGITS_SERVE = """
+version: 1
+model:
+  name: digits-serve
+  blocks: [1, 1, 1, 1]
+  width: 16
+  train: {epochs: 10, lr: 0.1, schedule: onecycle, batch_size: 64}
+data: {source: digits, calibration_size: 128, validation_size: 200}
+compress:
+  cache_dir: CACHE
+  train_base_if_missing: true
+  finetune_samples: 1000
+  recipes:
+    int8: {method: int8, calibration_samples: 64}
+    distilled: {method: distill, width: 4, fit: {epochs: 4, lr: 0.1, schedule: onecycle, batch_size: 64}}
+  variants: [fp32, int8, distilled]
+profile: {batch_sizes: [1, 8], budget_s: 0.05, min_runs: 10, warmup_runs: 2}
+tiers:
+  fast: {max_latency_ms: 50.0, min_accuracy: 0.5}
+  accurate: {max_latency_ms: 1000.0, max_accuracy_drop: 0.0}
+  lenient: {max_latency_ms: 60000.0, min_accuracy: 0.5}  # the most accurate variant, whatever the load
+serving:
+  host: 127.0.0.1
+  port: PORT
+  default_tier: accurate
+  max_batch_size: 8
+  max_batch_images: 8
+  max_body_bytes: 200000
+  replica_profile_budget_s: 0.05
+  variant_timeout_s: 2.0
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_cluster(tmp_path_factory):
+    """(serving config, cache folder) of a Ray cluster with Serve's ingress up, for the
+    whole session; metrics are reported every second (Ray's default is 10 s)."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    from serving import runtime
+    from serving.config import ServingConfig
+
+    serving = ServingConfig(port=_free_port(), metrics_port=_free_port())
+    runtime.start_cluster(serving, num_cpus=2)
+    try:
+        yield serving, tmp_path_factory.mktemp("serve-cache")
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_config(serve_cluster, tmp_path_factory):
+    """A factory: the digits serving config with ``serving`` fields overridden."""
+    from tiergate.build import build_menu
+    from tiergate.config import load_config
+
+    serving, cache = serve_cluster
+    folder = tmp_path_factory.mktemp("serve-config")
+    path = folder / "config.yaml"
+    path.write_text(DIGITS_SERVE.replace("CACHE", str(cache)).replace("PORT", str(serving.port)))
+    build_menu(load_config(path))  # once, in the driver; replicas then read the cache
+
+    def make(**overrides):
+        return load_config(path, {f"serving.{key}": value for key, value in overrides.items()})
+
+    return make
+
+
+def deployed(config, name: str, route_prefix: str):
+    """Deploy ``config`` as application ``name``; yields its base URL, deletes it after."""
+    from ray import serve
+
+    from serving import runtime
+
+    url = runtime.deploy(config, name=name, route_prefix=route_prefix)
+    try:
+        yield url
+    finally:
+        serve.delete(name)
