@@ -30,7 +30,7 @@ RUN pip install --no-deps -c constraints.txt . && chown -R tiergate /home/tierga
 
 USER tiergate
 ENV TIERGATE_CACHE_DIR=/home/tiergate/.tiergate-cache
-EXPOSE 8000
+EXPOSE 8000 8080
 # the first start builds the variants (minutes); /readyz answers 200 once they are served
 HEALTHCHECK --interval=15s --timeout=3s --start-period=600s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"

@@ -4,17 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := dataset-fashion-mnist
+APT_PACKAGES := dataset-fashion-mnist prometheus
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+PROMETHEUS := /usr/bin/promtool
 
 .PHONY: install system-deps run compress test test-unit lint bench clean
 
 install: system-deps $(STAMP)
 
-# Debian's Fashion-MNIST for the embedded default; skipped where apt is absent
-# (the digits config and the tests still work there).
+# Debian's Fashion-MNIST for the embedded default, and Prometheus (with promtool) for the
+# metrics tests; skipped where apt is absent (those tests then skip, saying why).
 system-deps:
-	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
+	@if { [ ! -f $(FASHION_MNIST) ] || [ ! -x $(PROMETHEUS) ]; } && command -v apt-get >/dev/null; then \
 		echo "installing Debian packages: $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi

@@ -1,0 +1,104 @@
+"""deploy/kuberay and deploy/docker-compose.yml: the RayService runs the same Serve
+application as deploy/serve-config.yaml, with a shared cache and scrapeable metrics, and
+compose wires the gateway, Prometheus and Grafana together."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from tests.unit.deploy.dashboard import PROMETHEUS, ROOT
+from tiergate.config import load_config
+
+DEPLOY = ROOT / "deploy"
+SERVICE, CLAIM = yaml.safe_load_all((DEPLOY / "kuberay" / "rayservice.yaml").read_text())
+COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+CLUSTER = SERVICE["spec"]["rayClusterConfig"]
+GROUPS = [CLUSTER["headGroupSpec"], *CLUSTER["workerGroupSpecs"]]
+
+
+def serve_config() -> ServeDeploySchema:
+    """The RayService's serveConfigV2, validated by Ray's own schema."""
+    return ServeDeploySchema.model_validate(yaml.safe_load(SERVICE["spec"]["serveConfigV2"]))
+
+
+def image_workdir() -> str:
+    """The Dockerfile's WORKDIR, where the repository's files are in the image."""
+    (workdir,) = re.findall(r"^WORKDIR\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    return workdir
+
+
+def test_rayservice_kind_and_claim_document():
+    """The file holds a ray.io/v1 RayService and a ReadWriteMany claim named tiergate-cache."""
+    assert (SERVICE["apiVersion"], SERVICE["kind"]) == ("ray.io/v1", "RayService")
+    assert (CLAIM["kind"], CLAIM["metadata"]["name"]) == ("PersistentVolumeClaim", "tiergate-cache")
+    assert CLAIM["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_serve_config_validates_and_its_builder_imports():
+    """serveConfigV2 passes ServeDeploySchema and its import path names a callable."""
+    (app,) = serve_config().applications
+    module, _, attribute = app.import_path.partition(":")
+    assert callable(getattr(importlib.import_module(module), attribute))
+
+
+def test_serve_config_matches_serve_config_yaml():
+    """The RayService deploys what deploy/serve-config.yaml does, with the config at its image path."""
+    local = ServeDeploySchema.model_validate(yaml.safe_load((DEPLOY / "serve-config.yaml").read_text()))
+    (ours,), (theirs,) = serve_config().applications, local.applications
+    for field in ("name", "route_prefix", "import_path"):
+        assert getattr(ours, field) == getattr(theirs, field)
+    assert serve_config().http_options.port == local.http_options.port
+    assert ours.args["config"] == f"{image_workdir()}/{theirs.args['config']}"
+
+
+def test_serve_config_path_loads_from_the_repository():
+    """The config path in the image maps to a tiergate config in the repository that loads."""
+    relative = Path(serve_config().applications[0].args["config"]).relative_to(image_workdir())
+    assert load_config(ROOT / relative).model.name
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda group: group.get("groupName", "head"))
+def test_pods_export_metrics_and_share_the_cache(group):
+    """Every Ray pod exports metrics on 8080, is annotated for scraping and mounts the shared cache."""
+    assert group["rayStartParams"]["metrics-export-port"] == "8080"
+    template = group["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8080"
+    (container,) = template["spec"]["containers"]
+    assert container["image"] == "tiergate:latest"
+    assert {"name": "TIERGATE_CACHE_DIR", "value": "/cache"} in container["env"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/cache"]
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == CLAIM["metadata"]["name"]
+
+
+def test_rayservice_has_one_worker_group():
+    """A head group and exactly one worker group."""
+    assert len(CLUSTER["workerGroupSpecs"]) == 1
+
+
+def test_compose_runs_gateway_prometheus_and_grafana():
+    """Compose names the three services; the gateway builds the repository's Dockerfile and
+    publishes the HTTP and metrics ports."""
+    services = COMPOSE["services"]
+    assert set(services) == {"gateway", "prometheus", "grafana"}
+    gateway = services["gateway"]
+    assert (DEPLOY / gateway["build"] / "Dockerfile").is_file()
+    assert {"8000:8000", "8080:8080"} <= set(gateway["ports"])
+    assert gateway["command"] == ["serve", "--host", "0.0.0.0"]
+    assert services["grafana"]["ports"] == ["3000:3000"]
+
+
+def test_compose_prometheus_scrapes_the_gateway_service():
+    """Prometheus in compose reads a mounted config whose target is the gateway service's metrics port."""
+    prometheus = COMPOSE["services"]["prometheus"]
+    assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    (flag,) = [arg for arg in prometheus["command"] if arg.startswith("--config.file=")]
+    config = yaml.safe_load((PROMETHEUS / Path(flag.partition("=")[2]).name).read_text())
+    assert config["scrape_configs"][0]["static_configs"] == [{"targets": ["gateway:8080"]}]
