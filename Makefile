@@ -44,13 +44,16 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# figures for BENCHMARKS.md: the variant menu (cold + warm compress), then the gateway
-# against a bare uvicorn+ORT server (wrk on 127.0.0.1)
+# figures for BENCHMARKS.md (minutes; outside the test run): the variant menu (cold + warm
+# compress), gateway overhead against a bare uvicorn+ORT server (wrk, 127.0.0.1), SLO
+# attainment under open-loop overload, start-up time and memory
 bench: install
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
 	$(BIN)/python -m tests.benchmarks.bench_menu --keep benchmarks
 	$(BIN)/tiergate compress >/dev/null
-	$(BIN)/python -m tests.benchmarks.bench_gateway
+	$(BIN)/python -m tests.benchmarks.bench_gateway --pin --concurrency 1 8 32
+	$(BIN)/python -m tests.benchmarks.bench_overload --plot benchmarks/overload.png
+	$(BIN)/python -m tests.benchmarks.bench_startup
 
 clean:
 	rm -rf .tiergate-cache .pytest_cache

@@ -68,7 +68,7 @@ class ServingConfig(BaseModel):
     profile_in_replica: bool = Field(
         True, description="time each variant inside the serving replica at start-up and route on that"
     )
-    replica_profile_budget_s: float = Field(0.2, gt=0, description="timing per variant and batch size")
+    replica_profile_budget_s: float = Field(0.2, gt=0, description="batch-1 timing per variant, replica")
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger bodies get 413")
     max_batch_images: int = Field(64, ge=1, description="images in one request")
     max_image_pixels: int = Field(4096 * 4096, ge=1)

@@ -203,9 +203,11 @@ class RemoteEngine:
             raise QueueFull(f"{self.name}: {self.stats.in_flight} requests in flight")
         self.stats.in_flight += 1
         started = time.perf_counter()
+        response = self.handle.infer.remote(x)
         try:
-            logits, served_ms = await asyncio.wait_for(self.handle.infer.remote(x), self.timeout_s)
+            logits, served_ms = await asyncio.wait_for(response, self.timeout_s)
         except TimeoutError:
+            response.cancel()  # wait_for only stops waiting; the replica would still run it
             self.stats.failed += 1
             raise TimeoutError(f"{self.name}: no answer within {self.timeout_s} s") from None
         except BackPressureError as error:

@@ -181,6 +181,7 @@ class Gateway:
         decision = self._decided(routed, trace=trace)
         failed: str | None = None
         infer_started = time.perf_counter()
+        self._observe_overhead((infer_started - started) * 1000)
         try:
             logits = await self.engines[decision.variant].infer(x)
         except QueueFull:
@@ -202,21 +203,30 @@ class Gateway:
             infer_started = time.perf_counter()
             try:
                 logits = await self.engines[decision.variant].infer(x)
+            except QueueFull:
+                raise GatewayError(
+                    429,
+                    f"variant {failed} failed and {decision.variant} is at its queue bound",
+                    retry_after_s=1,
+                ) from None
             except Exception as retry_error:
                 self._avoid_until[decision.variant] = time.monotonic() + self.failure_cooldown_s
                 raise GatewayError(
                     503, f"variants {failed} and {decision.variant} failed: {retry_error}"
                 ) from None
-        finished = time.perf_counter()
-        latency_ms = (finished - started) * 1000
-        outside_model_ms = latency_ms - (finished - infer_started) * 1000
-        self.overhead_ms = 0.9 * self.overhead_ms + 0.1 * outside_model_ms
+        latency_ms = (time.perf_counter() - started) * 1000
         quality = self.entries[decision.variant].quality
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
         )
         trace.latency_ms, trace.slo_met = latency_ms, slo_met
         return Outcome(decision.variant, decision, logits, latency_ms, slo_met, failed)
+
+    def _observe_overhead(self, sample_ms: float) -> None:
+        """EWMA of the time a request spends in the gateway before its model call (decoding,
+        routing). One outlier (a huge batch, a cold first request) moves it at most 3x."""
+        sample_ms = min(sample_ms, 3 * self.overhead_ms + 1.0)
+        self.overhead_ms = 0.9 * self.overhead_ms + 0.1 * sample_ms
 
     def _decided(
         self,
@@ -227,6 +237,8 @@ class Gateway:
         decision = self.route(request, exclude)
         if trace is not None:
             trace.variant, trace.reason = decision.variant, decision.reason
+            # strict and predicted over budget: the service could not keep the SLO (load shed)
+            trace.shed = decision.reason == Reason.REJECTED and decision.predicted_latency_ms is not None
         if decision.reason == Reason.REJECTED:
             best = max((p.quality for p in self.catalog() if p.ready), default=None)
             raise GatewayError(422, decision.explanation, best_accuracy=best, reason="rejected")

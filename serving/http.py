@@ -72,7 +72,7 @@ class RequestContext:
         trace = Trace()
         state = scope.setdefault("state", {})
         state["request_id"], state["trace"] = request_id, trace
-        status = 500
+        status: int | None = None  # stays None when the client left before an answer
 
         async def send_with_id(message) -> None:
             nonlocal status
@@ -92,7 +92,7 @@ class RequestContext:
         finally:
             current = self.gateway()
             inference = scope["method"] == "POST" and scope["path"].endswith(("/v1/predict", "/infer"))
-            if inference and current is not None and current.metrics is not None:
+            if inference and status is not None and current is not None and current.metrics is not None:
                 current.metrics.request(trace, status)
 
 
@@ -214,7 +214,14 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
         routing = _model_request(current, name, body.parameters)
         x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")
         request_id = body.id or request.state.request_id
-        outcome = await current.run(x, schemas.RouteRequest(**routing), request_id, trace=request.state.trace)
+        try:
+            route = schemas.RouteRequest(**routing)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"parameters.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+            )
+            raise GatewayError(422, problems) from None
+        outcome = await current.run(x, route, request_id, trace=request.state.trace)
         logits = np.ascontiguousarray(outcome.logits, dtype=np.float32)
         output: dict[str, Any] = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape)}
         if not body.wants_binary_output():

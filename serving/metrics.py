@@ -8,7 +8,7 @@ replica on every node is exported by Ray's per-node metrics endpoint (names gain
     metrics.flush()                           # every second, off the request path
 
 Recording into Ray's metrics costs ~50 us a call, measured: a request only appends to a
-list, and ``flush`` (run in a worker thread by the replica) aggregates counters and hands
+deque, and ``flush`` (run in a worker thread by the replica) aggregates counters and hands
 everything to Ray.
 
 Series (as Prometheus sees them):
@@ -25,7 +25,7 @@ Series (as Prometheus sees them):
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -70,6 +70,7 @@ class Trace:
     reason: str | None = None
     latency_ms: float | None = None
     slo_met: bool | None = None
+    shed: bool = False  # refused (strict) because no variant was predicted within the bound
 
 
 def latency_boundaries(tiers: Mapping[str, Tier]) -> list[float]:
@@ -79,9 +80,12 @@ def latency_boundaries(tiers: Mapping[str, Tier]) -> list[float]:
     return sorted(bounds)
 
 
-def slo_outcome(status_code: int, slo_met: bool | None) -> str | None:
+def slo_outcome(status_code: int, slo_met: bool | None, shed: bool = False) -> str | None:
     """met / missed for answers that count toward a tier's SLO; None for client errors
-    (4xx other than 429), which say nothing about the service."""
+    (4xx other than 429), which say nothing about the service, unless the request was
+    refused because the service could not meet its latency bound (``shed``)."""
+    if shed:
+        return "missed"
     if 200 <= status_code < 300:
         return "met" if slo_met else "missed"
     if status_code == 429 or status_code >= 500:
@@ -128,8 +132,8 @@ class Metrics:
         self.tier_bound = Gauge(
             "tiergate_tier_max_latency_ms", "Latency bound of the tier (ms)", tag_keys=("tier",)
         )
-        self._answers: list[tuple[Trace, int]] = []
-        self._batches: list[tuple[str, int]] = []
+        self._answers: deque[tuple[Trace, int]] = deque()
+        self._batches: deque[tuple[str, int]] = deque()
         self._static: list[tuple[object, float, dict[str, str]]] = []  # describe()'s gauges
 
     def request(self, trace: Trace, status_code: int) -> None:
@@ -140,15 +144,15 @@ class Metrics:
 
     def flush(self) -> None:
         """Hand what was recorded since the last flush to Ray (thread-safe against request())."""
-        answers, self._answers = self._answers, []
-        batches, self._batches = self._batches, []
+        answers = [self._answers.popleft() for _ in range(len(self._answers))]  # deque: thread-safe
+        batches = [self._batches.popleft() for _ in range(len(self._batches))]
         counts: defaultdict[tuple, int] = defaultdict(int)
         for trace, status_code in answers:
             tier, variant = trace.tier or NONE, trace.variant or NONE
             counts[self.requests, ("tier", tier), ("variant", variant), ("code", str(status_code))] += 1
             if trace.reason is not None:
                 counts[self.decisions, ("tier", tier), ("variant", variant), ("reason", trace.reason)] += 1
-            outcome = slo_outcome(status_code, trace.slo_met)
+            outcome = slo_outcome(status_code, trace.slo_met, trace.shed)
             if trace.tier is not None and outcome is not None:
                 counts[self.slo, ("tier", tier), ("outcome", outcome)] += 1
             if 200 <= status_code < 300 and trace.latency_ms is not None:

@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--tiers", nargs="+", default=["fast", "accurate"])
     parser.add_argument("--config", help="tiergate config for the gateway (default: the shipped one)")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin each tier's variant in the request (same model on both sides, no "
+                        "load-adaptive routing) instead of asking for the tier")  # fmt: skip
     parser.add_argument("--setup", action="append", default=[],
                         help="comma-separated FIELD=VALUE overrides for one gateway run; repeatable "
                         "(default: one run with the config as it is)")  # fmt: skip
@@ -110,7 +113,8 @@ def run_setup(args: argparse.Namespace, overrides: list[str]) -> None:
             try:
                 wait_ready(f"http://127.0.0.1:{BARE}/docs")
                 for connections in args.concurrency:
-                    ours = wrk(f"http://127.0.0.1:{GATEWAY}/v1/predict", {"inputs": image, "tier": tier},
+                    routing = {"variant": variant} if args.pin else {"tier": tier}
+                    ours = wrk(f"http://127.0.0.1:{GATEWAY}/v1/predict", {"inputs": image, **routing},
                                connections, args.duration)  # fmt: skip
                     theirs = wrk(
                         f"http://127.0.0.1:{BARE}/predict", {"inputs": image}, connections, args.duration
@@ -118,7 +122,8 @@ def run_setup(args: argparse.Namespace, overrides: list[str]) -> None:
                     in_ort = variants[variant]["latency_ms"]["1"]["p50"]
                     errors = ours["errors"] + theirs["errors"]
                     row = [
-                        label, tier, f"{variant} ({in_ort:.2f} ms in ORT)", connections,
+                        label, f"{tier} (pinned)" if args.pin else tier,
+                        f"{variant} ({in_ort:.2f} ms in ORT)", connections,
                         f"{ours['p50']:.2f} / {ours['p99']:.2f}",
                         f"{theirs['p50']:.2f} / {theirs['p99']:.2f}",
                         f"{ours['rps']:.0f}", f"{theirs['rps']:.0f}", f"{ours['rps'] / theirs['rps']:.2f}",

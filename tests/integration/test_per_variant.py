@@ -37,7 +37,7 @@ def test_every_variant_deployment_serves_with_in_replica_timings(client, digits)
     catalog carries latency timed inside the variant's replica."""
     variants = client.get("/v1/variants").json()["variants"]
     assert {v["name"] for v in variants} == {"fp32", "int8", "distilled"}
-    assert all(v["ready"] for v in variants)
+    assert all(v["ready"] and v["live"]["serving_p95_ms"]["1"] > 0 for v in variants)
     for pin in ("fp32", "int8", "distilled"):
         response = client.post("/v1/predict", json={"inputs": digits.test.x[:3].tolist(), "variant": pin})
         assert response.status_code == 200, response.text

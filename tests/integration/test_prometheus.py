@@ -93,8 +93,9 @@ def test_rules_and_dashboard_queries_return_data(gateway, prometheus, digits):
         while time.monotonic() < deadline:
             for tier in tiers:
                 assert client.post("/v1/predict", json={**body, "tier": tier}).status_code == 200
-            client.post("/v1/predict", json={**body, "variant": "int8"})
-            client.post("/v1/predict", json={**body, "slo": {"min_accuracy": 1.0}})  # 422, rejected
+            assert client.post("/v1/predict", json={**body, "variant": "int8"}).status_code == 200
+            refused = client.post("/v1/predict", json={**body, "slo": {"min_accuracy": 1.0}})
+            assert refused.status_code == 422 and refused.json()["reason"] == "rejected"
             time.sleep(0.2)
 
     series = _wait(

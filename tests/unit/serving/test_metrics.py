@@ -18,10 +18,12 @@ def test_latency_buckets_hold_every_tier_bound_exactly():
 
 
 @pytest.mark.parametrize(
-    ("code", "slo_met", "outcome"),
-    [(200, True, "met"), (200, False, "missed"), (429, None, "missed"), (503, None, "missed"),
-     (422, None, None), (404, None, None), (413, None, None)],
+    ("code", "slo_met", "shed", "outcome"),
+    [(200, True, False, "met"), (200, False, False, "missed"), (429, None, False, "missed"),
+     (503, None, False, "missed"), (422, None, True, "missed"), (422, None, False, None),
+     (404, None, False, None), (413, None, False, None)],
 )  # fmt: skip
-def test_slo_outcome_counts_service_failures_not_client_errors(code, slo_met, outcome):
-    """Served requests count by their SLO flag; 429 and 5xx are misses; other 4xx do not count."""
-    assert slo_outcome(code, slo_met) == outcome
+def test_slo_outcome_counts_service_failures_not_client_errors(code, slo_met, shed, outcome):
+    """Served requests count by their SLO flag; 429, 5xx and strict requests shed for latency
+    are misses; other client errors do not count."""
+    assert slo_outcome(code, slo_met, shed) == outcome

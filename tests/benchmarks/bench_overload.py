@@ -1,0 +1,244 @@
+"""Benchmark: SLO attainment under overload, adaptive routing against static deployments.
+
+An open-loop generator sends Poisson arrivals at a fixed offered rate (each request leaves
+on schedule whether or not earlier ones have answered, so queueing shows up in the
+latencies instead of slowing the sender) to one running gateway on 127.0.0.1, stepping
+the rate from 0.5x to 3x of what the fp32 variant alone can carry. For the tier under
+test it compares three ways of serving the same traffic:
+
+  adaptive      {"tier": T}                     tiergate's routing
+  static fp32   {"variant": "fp32"}             always the reference model
+  static fast   {"variant": <fastest>}          always the fastest variant
+
+and reports per step: SLO attainment (% of requests sent that were answered 200 within the
+tier's max_latency_ms, timed by the client), effective accuracy (the accuracy of the
+variants that served, weighted by traffic), goodput and errors.
+
+    .venv/bin/python -m tests.benchmarks.bench_overload [--tier balanced] [--seconds 15] \\
+        [--loads 0.5 1 2 3] [--plot benchmarks/overload.png]
+
+Needs a warm cache (`tiergate compress`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+from tests.benchmarks.bench_gateway import GATEWAY, wait_ready
+
+URL = f"http://127.0.0.1:{GATEWAY}"
+
+
+@dataclass
+class Step:
+    mode: str
+    load: float
+    rate: float
+    sent: int = 0
+    latencies_ms: list[float] = field(default_factory=list)  # answered 200, timed by the client
+    gateway_ms: list[float] = field(default_factory=list)  # the same answers' latency_ms (gateway's view)
+    statuses: dict[str, int] = field(default_factory=dict)
+    served_by: dict[str, int] = field(default_factory=dict)
+
+
+class Connections:
+    """A lean HTTP/1.1 keep-alive client on asyncio streams (httpx costs several times more
+    CPU per request, which on 2 shared cores would be taken from the gateway it measures).
+    Every arrival takes an idle connection or opens a new one, so nothing queues client-side."""
+
+    def __init__(self, port: int, body: bytes, timeout_s: float) -> None:
+        self.port, self.timeout_s = port, timeout_s
+        self.request = (
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self) -> tuple[int, dict[str, str], bytes]:
+        reader, writer = (
+            self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        )
+        try:
+            writer.write(self.request)
+            status, headers, body = await asyncio.wait_for(_read_response(reader), self.timeout_s)
+        except BaseException:
+            writer.close()
+            raise
+        self.idle.append((reader, writer))
+        return status, headers, body
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+LATENCY = re.compile(rb'"latency_ms":\s*([0-9.eE+-]+)')
+
+
+async def run_step(connections: Connections, step: Step, seconds: float, seed: int) -> None:
+    """Poisson arrivals at ``step.rate`` for ``seconds``; waits for the stragglers after."""
+    rng = random.Random(seed)
+    tasks = []
+    start = time.perf_counter()
+    next_at = 0.0
+    while next_at < seconds:
+        delay = start + next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(connections, step)))
+        step.sent += 1
+        next_at += rng.expovariate(step.rate)
+    await asyncio.gather(*tasks)
+
+
+async def _one(connections: Connections, step: Step) -> None:
+    started = time.perf_counter()
+    try:
+        status, headers, body = await connections.post()
+        code = str(status)
+    except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+        code, status = type(error).__name__, None
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    step.statuses[code] = step.statuses.get(code, 0) + 1
+    if status == 200:
+        step.latencies_ms.append(elapsed_ms)
+        step.gateway_ms.append(float(LATENCY.search(body).group(1)))
+        variant = headers.get("x-tiergate-variant", "?")
+        step.served_by[variant] = step.served_by.get(variant, 0) + 1
+
+
+def summarize(step: Step, bound_ms: float, accuracy: dict[str, float], seconds: float) -> dict:
+    within = sum(1 for ms in step.latencies_ms if ms <= bound_ms)
+    served = sum(step.served_by.values())
+    effective = (
+        sum(accuracy.get(v, 0.0) * n for v, n in step.served_by.items()) / served if served else float("nan")
+    )
+    errors = step.sent - sum(n for s, n in step.statuses.items() if s == "200")
+    return {
+        "mode": step.mode, "load": step.load, "rate": step.rate, "sent": step.sent,
+        "attainment": 100 * within / step.sent if step.sent else float("nan"),
+        "gateway_attainment": 100 * sum(ms <= bound_ms for ms in step.gateway_ms) / max(1, step.sent),
+        "effective_accuracy": 100 * effective, "goodput": within / seconds, "errors": errors,
+        "p50": float(np.percentile(step.latencies_ms, 50)) if step.latencies_ms else float("nan"),
+        "p99": float(np.percentile(step.latencies_ms, 99)) if step.latencies_ms else float("nan"),
+        "served_by": dict(sorted(step.served_by.items(), key=lambda kv: -kv[1])),
+        "statuses": step.statuses,
+    }  # fmt: skip
+
+
+async def measure(args: argparse.Namespace) -> list[dict]:
+    async with httpx.AsyncClient(base_url=URL, timeout=args.timeout) as client:
+        tiers = (await client.get("/v1/tiers")).json()
+        variants = (await client.get("/v1/variants")).json()["variants"]
+        shape = (await client.get("/v2/models/fp32")).json()["inputs"][0]["shape"][1:]
+        bound_ms = tiers[args.tier]["max_latency_ms"]
+        accuracy = {v["name"]: v["accuracy"] for v in variants}
+        serving_p95 = {v["name"]: v["live"]["serving_p95_ms"]["1"] for v in variants}
+        fastest = min(serving_p95, key=serving_p95.get)
+        p50 = {v["name"]: v["latency_ms"]["1"]["p50"] for v in variants}
+        capacity = 1000 / p50["fp32"]  # one image at a time, back to back: what fp32 alone carries
+        print(f"tier {args.tier}: bound {bound_ms} ms; fp32 capacity ~{capacity:.0f} req/s "
+              f"(1000 / its batch-1 p50); fastest variant {fastest}", flush=True)  # fmt: skip
+        image = np.random.default_rng(0).random(shape).round(4).tolist()
+        modes = {
+            "adaptive": {"inputs": image, "tier": args.tier},
+            "static fp32": {"inputs": image, "variant": "fp32"},
+            f"static {fastest}": {"inputs": image, "variant": fastest},
+        }
+        rows = []
+        for load in args.loads:
+            for mode, body in modes.items():
+                step = Step(mode, load, capacity * load)
+                connections = Connections(GATEWAY, json.dumps(body).encode(), args.timeout)
+                await run_step(connections, step, args.seconds, seed=int(load * 100))
+                connections.close()
+                row = summarize(step, bound_ms, accuracy, args.seconds)
+                rows.append(row)
+                print(_row(row), flush=True)
+                await asyncio.sleep(args.pause)
+        return rows
+
+
+def _row(r: dict) -> str:
+    total = max(1, sum(r["served_by"].values()))
+    served = ", ".join(f"{v} {100 * n / total:.0f}%" for v, n in r["served_by"].items())
+    cells = [
+        f"{r['load']:.1f}x ({r['rate']:.0f}/s)", r["mode"], r["sent"],
+        f"{r['attainment']:.1f} ({r['gateway_attainment']:.1f})",
+        f"{r['effective_accuracy']:.2f}", f"{r['goodput']:.0f}", r["errors"],
+        f"{r['p50']:.1f} / {r['p99']:.1f}", served,
+    ]  # fmt: skip
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def plot(rows: list[dict], tier: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = [r for r in rows if r["mode"] == mode]
+        loads = [r["load"] for r in mine]
+        left.plot(loads, [r["attainment"] for r in mine], marker="o", label=mode)
+        right.plot(loads, [r["effective_accuracy"] for r in mine], marker="o", label=mode)
+    left.set(xlabel="offered load (x fp32 capacity)", ylabel="% within the tier's bound",
+             title=f"SLO attainment, tier {tier}")  # fmt: skip
+    right.set(xlabel="offered load (x fp32 capacity)", ylabel="accuracy %", title="effective accuracy")
+    left.legend()
+    left.grid(alpha=0.3)
+    right.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tier", default="balanced")
+    parser.add_argument("--loads", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="per load step and mode")
+    parser.add_argument("--pause", type=float, default=2.0, help="idle seconds between steps")
+    parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request")
+    parser.add_argument("--plot", help="PNG of attainment and effective accuracy against load")
+    parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
+    args = parser.parse_args()
+    command = [sys.executable, "-m", "tiergate.cli", "serve", *(f"--set={item}" for item in args.set)]
+    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"{URL}/readyz")
+        print("| offered load | serving | sent | attainment % client (gateway) | effective accuracy % | "
+              "goodput/s | errors | "
+              "client p50 / p99 ms | served by |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        rows = asyncio.run(measure(args))
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(120)
+    if args.plot:
+        plot(rows, args.tier, args.plot)
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
