@@ -43,6 +43,7 @@ class LiveStats:
     in_flight: int = 0  # requests queued or running on the variant now
     replicas: int = 1  # servers draining that queue in parallel
     overhead_ms: float = 0.0  # measured time outside the model: decoding, routing, the actor hop
+    slowdown: float = 1.0  # recent run time over the profiled one (contention the profile missed)
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,10 @@ def service_time_ms(profile: VariantProfile, batch_size: int) -> float:
 
 
 def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int = 1) -> float:
-    """Service time, plus the wait behind the batches already in flight on the variant,
-    plus the gateway's own measured overhead (so the prediction is end to end)."""
-    service = service_time_ms(profile, batch_size)
+    """Service time (scaled by the variant's recent slowdown against its profile), plus the
+    wait behind the batches already in flight on it, plus the gateway's own measured
+    overhead (so the prediction is end to end)."""
+    service = service_time_ms(profile, batch_size) * live.slowdown
     batches_ahead = math.ceil(live.in_flight / (max(1, live.replicas) * batch_size))
     return service * (1 + batches_ahead) + live.overhead_ms
 

@@ -110,7 +110,10 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
     limits = InputLimits(serving.max_batch_images, serving.max_body_bytes, serving.max_image_pixels)
     decoder = InputDecoder(menu.input_shape, limits, _preprocess(config.data))
-    return Gateway(menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s)
+    return Gateway(
+        menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s,
+        serving.latency_headroom,
+    )  # fmt: skip
 
 
 def _preprocess(data: DataConfig) -> Preprocess:

@@ -62,6 +62,13 @@ class ServingConfig(BaseModel):
     failure_cooldown_s: float = Field(
         5.0, ge=0, description="after a failure, routing avoids the variant this long (pins still reach it)"
     )
+    latency_headroom: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="route so that predicted latency uses at most this fraction of a "
+        "tier's bound, leaving the rest for jitter the prediction cannot see (CPU contention, GC)",
+    )
     access_log: bool = Field(
         False, description="Ray Serve's per-request access log lines (cost ~0.15 ms a request, measured)"
     )

@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from compression.cache import file_sha256
 from profiles.measure import measure_latency, open_session
+from profiles.policy import VariantProfile, service_time_ms
 
 
 class QueueFull(RuntimeError):
@@ -52,6 +53,7 @@ class LiveCounters:
     failed: int = 0
     ewma_ms: float | None = None  # recent run latency
     hop_ms: float = 0.0  # recent cost of reaching the variant (0 in-process; the actor hop otherwise)
+    slowdown: float = 1.0  # recent run time / profiled p95 at that batch size (CPU contention shows here)
     batch_sizes: list[int] = field(default_factory=list)  # recent, bounded
 
     def record(self, elapsed_ms: float, batch_size: int) -> None:
@@ -72,7 +74,7 @@ class VariantEngine:
         self.input_name = session.get_inputs()[0].name
         self.stats = LiveCounters()
         self.replicas = 1
-        self.latency_p95_ms: dict[int, float] | None = None  # set by profile(): timed where it serves
+        self.latency_p95_ms = None  # set by profile(): p95 per batch size, timed where it serves
         self.profile_s: float | None = None
         self.on_batch: Callable[[str, int], None] | None = None  # e.g. Metrics.batch
         self.fault_rate = 0.0  # fraction of runs that raise InjectedFault (chaos testing only)
@@ -106,6 +108,15 @@ class VariantEngine:
         )
         self.latency_p95_ms = {b: stats.p95 for b, stats in measured.items()}
         self.profile_s = time.perf_counter() - started
+
+    @property
+    def latency_p95_ms(self) -> dict[int, float] | None:
+        return self._latency_p95_ms
+
+    @latency_p95_ms.setter
+    def latency_p95_ms(self, value: dict[int, float] | None) -> None:
+        self._latency_p95_ms = value
+        self._profile = VariantProfile(self.name, 0.0, value) if value else None
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
         """Logits for ``x`` (N, C, H, W), batched with concurrent callers."""
@@ -147,7 +158,11 @@ class VariantEngine:
                     if not p.future.done():
                         p.future.set_exception(error)
             else:
-                self.stats.record((time.perf_counter() - started) * 1000, len(stacked))
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self.stats.record(elapsed_ms, len(stacked))
+                if self._profile is not None:
+                    ratio = elapsed_ms / service_time_ms(self._profile, len(stacked))
+                    self.stats.slowdown = 0.9 * self.stats.slowdown + 0.1 * min(ratio, 10.0)
                 if self.on_batch is not None:
                     self.on_batch(self.name, len(stacked))
                 self.stats.completed += len(batch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class Gateway:
         decoder: InputDecoder,
         default_tier: str = "balanced",
         failure_cooldown_s: float = 5.0,
+        latency_headroom: float = 1.0,
     ) -> None:
         self.menu, self.tiers, self.engines, self.decoder = menu, dict(tiers), dict(engines), decoder
         self.default_tier = default_tier if default_tier in self.tiers else next(iter(self.tiers))
@@ -60,6 +61,7 @@ class Gateway:
         self.classes = menu.classes
         self.metrics: Metrics | None = None  # set inside a Serve replica
         self.failure_cooldown_s = failure_cooldown_s
+        self.latency_headroom = latency_headroom  # route within this fraction of a latency bound
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
         self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
         # the menu and the set of loaded engines are fixed for a gateway's life: build once
@@ -91,6 +93,7 @@ class Gateway:
                 in_flight=engine.stats.in_flight,
                 replicas=engine.replicas,
                 overhead_ms=self.overhead_ms + engine.stats.hop_ms,
+                slowdown=engine.stats.slowdown,
             )
             for name, engine in self.engines.items()
         }
@@ -110,15 +113,18 @@ class Gateway:
 
     def route(self, request: schemas.RouteRequest, exclude: frozenset[str] = frozenset()) -> schemas.Decision:
         tier_name, constraints = self.constraints(request)
+        routing = constraints
+        if constraints.max_latency_ms is not None and self.latency_headroom != 1.0:
+            routing = replace(constraints, max_latency_ms=constraints.max_latency_ms * self.latency_headroom)
         now = time.monotonic()
         cooling = {name for name, until in self._avoid_until.items() if until > now}
         catalog = [p for p in self.catalog() if p.name not in exclude]
         if cooling and request.variant is None:
             # a variant that just failed sits out a cool-down, unless nothing else meets the floor
             healthy = [p for p in catalog if p.name not in cooling]
-            if choose(healthy, constraints, self.live(), request.batch_size).variant is not None:
+            if choose(healthy, routing, self.live(), request.batch_size).variant is not None:
                 catalog = healthy
-        decision = choose(catalog, constraints, self.live(), request.batch_size)  # pins checked above
+        decision = choose(catalog, routing, self.live(), request.batch_size)  # pins checked above
         return schemas.Decision(
             variant=decision.variant,
             tier=tier_name,

@@ -87,7 +87,10 @@ class Connections:
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
+    parts = lines[0].split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ConnectionResetError(f"malformed status line {lines[0]!r}")
+    status = int(parts[1])
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
     return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
 

@@ -140,3 +140,14 @@ def test_measured_overhead_counts_against_the_budget():
     live = {p.name: LiveStats(overhead_ms=1.5) for p in CATALOG}
     slower_pick = choose(CATALOG, Constraints(max_latency_ms=budget), live)
     assert slower_pick.variant != "int8" and slower_pick.reason == Reason.BEST
+
+
+def test_recent_slowdown_scales_the_service_time():
+    """A variant running 2x slower than profiled is predicted at twice its service time, so a
+    budget it fitted at idle can push the pick to a faster variant."""
+    int8 = CATALOG[1]
+    assert predict_latency_ms(int8, LiveStats(slowdown=2.0)) == pytest.approx(2 * int8.latency_ms[1])
+    budget = int8.latency_ms[1] * 1.5
+    assert choose(CATALOG, Constraints(max_latency_ms=budget)).variant == "int8"
+    slowed = choose(CATALOG, Constraints(max_latency_ms=budget), {"int8": LiveStats(slowdown=2.0)})
+    assert slowed.variant == "pruned+int8"

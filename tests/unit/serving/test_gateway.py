@@ -166,3 +166,29 @@ def test_engine_profile_times_every_batch_size_in_process(menu):
     engine.profile(tuple(menu.input_shape), (1, 4), budget_s=0.02)
     assert set(engine.latency_p95_ms) == {1, 4} and all(v > 0 for v in engine.latency_p95_ms.values())
     assert engine.profile_s > 0
+
+
+def test_headroom_shrinks_the_routing_budget_not_the_slo(menu, digits):
+    """With latency_headroom 0.5, a tier whose bound only the fastest variant fits at full
+    budget gets a fallback decision, while the decision still reports the tier's own bound."""
+    gateway = _gateway(menu)
+    assert gateway.route(RouteRequest(tier="fast")).reason == "best"
+    gateway.latency_headroom = 0.5
+    decision = gateway.route(RouteRequest(tier="fast"))
+    assert decision.reason == "fallback" and decision.max_latency_ms == gateway.tiers["fast"].max_latency_ms
+
+
+def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
+    """After runs against a profile that claims 1000x faster than reality, the engine's
+    slowdown rises well above 1 (and stays 1 without a profile)."""
+    entry = menu.variants[0]
+    engine = VariantEngine.load(entry.name, Path(entry.path), entry.sha256, EngineSettings())
+    assert engine.stats.slowdown == 1.0
+    engine.latency_p95_ms = {1: entry.p95_ms() / 1000}
+
+    async def serve_some():
+        for _ in range(5):
+            await engine.infer(digits.test.x[:1])
+
+    asyncio.run(serve_some())
+    assert engine.stats.slowdown > 3
