@@ -5,7 +5,8 @@
 # --build-arg PIP_EXTRA_INDEX_URL=<PyTorch's CPU wheel index>.
 FROM python:3.11-slim-bookworm
 
-# Debian's Fashion-MNIST: the embedded default's data (Makefile: system-deps)
+# Debian's Fashion-MNIST: the embedded default's data (Makefile: system-deps; its
+# other package, prometheus, is only for the test suite)
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/*

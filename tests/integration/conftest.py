@@ -53,6 +53,9 @@ def serve_cluster(tmp_path_factory):
     whole session; metrics are reported every second (Ray's default is 10 s)."""
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    # HAProxy's stats and metrics ports are fixed (8404, 9101) unless moved: free ones here
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(_free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
     from serving import runtime
     from serving.config import ServingConfig
 
