@@ -53,8 +53,20 @@ class LiveCounters:
     failed: int = 0
     ewma_ms: float | None = None  # recent run latency
     hop_ms: float = 0.0  # recent cost of reaching the variant (0 in-process; the actor hop otherwise)
-    slowdown: float = 1.0  # recent run time / profiled p95 at that batch size (CPU contention shows here)
+    slowdown_ewma: float = 1.0  # recent run time / profiled p95 at that batch size (contention shows here)
+    slowdown_at: float = 0.0  # monotonic time of the last update
     batch_sizes: list[int] = field(default_factory=list)  # recent, bounded
+
+    @property
+    def slowdown(self) -> float:
+        """The recent slowdown, relaxing toward 1 with a 2 s half-life when the variant gets
+        no traffic (else a variant that was routed away from would never be tried again)."""
+        idle_s = time.monotonic() - self.slowdown_at
+        return 1.0 + (self.slowdown_ewma - 1.0) * 0.5 ** (idle_s / 2.0)
+
+    def record_slowdown(self, ratio: float) -> None:
+        self.slowdown_ewma = 0.9 * self.slowdown + 0.1 * min(ratio, 10.0)
+        self.slowdown_at = time.monotonic()
 
     def record(self, elapsed_ms: float, batch_size: int) -> None:
         self.ewma_ms = elapsed_ms if self.ewma_ms is None else 0.8 * self.ewma_ms + 0.2 * elapsed_ms
@@ -161,8 +173,7 @@ class VariantEngine:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 self.stats.record(elapsed_ms, len(stacked))
                 if self._profile is not None:
-                    ratio = elapsed_ms / service_time_ms(self._profile, len(stacked))
-                    self.stats.slowdown = 0.9 * self.stats.slowdown + 0.1 * min(ratio, 10.0)
+                    self.stats.record_slowdown(elapsed_ms / service_time_ms(self._profile, len(stacked)))
                 if self.on_batch is not None:
                     self.on_batch(self.name, len(stacked))
                 self.stats.completed += len(batch)

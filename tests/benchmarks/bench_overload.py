@@ -171,6 +171,8 @@ async def measure(args: argparse.Namespace) -> list[dict]:
         rows = []
         for load in args.loads:
             for mode, body in modes.items():
+                if args.modes and mode.split()[0] not in args.modes:
+                    continue
                 step = Step(mode, load, capacity * load)
                 connections = Connections(GATEWAY, json.dumps(body).encode(), args.timeout)
                 await run_step(connections, step, args.seconds, seed=int(load * 100))
@@ -188,7 +190,8 @@ def _row(r: dict) -> str:
     cells = [
         f"{r['load']:.1f}x ({r['rate']:.0f}/s)", r["mode"], r["sent"],
         f"{r['attainment']:.1f} ({r['gateway_attainment']:.1f})",
-        f"{r['effective_accuracy']:.2f}", f"{r['goodput']:.0f}", r["errors"],
+        f"{r['effective_accuracy']:.2f}", f"{r['goodput']:.0f}",
+        f"{r['errors']} {({k: v for k, v in r['statuses'].items() if k != '200'})}" if r["errors"] else 0,
         f"{r['p50']:.1f} / {r['p99']:.1f}", served,
     ]  # fmt: skip
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
@@ -223,6 +226,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="per load step and mode")
     parser.add_argument("--pause", type=float, default=2.0, help="idle seconds between steps")
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request")
+    parser.add_argument("--modes", nargs="+", choices=["adaptive", "static"], help="default: all")
     parser.add_argument("--plot", help="PNG of attainment and effective accuracy against load")
     parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
     args = parser.parse_args()

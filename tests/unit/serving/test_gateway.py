@@ -192,3 +192,14 @@ def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
 
     asyncio.run(serve_some())
     assert engine.stats.slowdown > 3
+
+
+def test_slowdown_relaxes_toward_one_without_traffic():
+    """A recorded slowdown halves its excess over 1 every 2 s without new runs."""
+    from serving.engine import LiveCounters
+
+    stats = LiveCounters()
+    stats.record_slowdown(10.0)
+    assert stats.slowdown == pytest.approx(1.9, abs=0.01)
+    stats.slowdown_at -= 2.0
+    assert stats.slowdown == pytest.approx(1.45, abs=0.01)
