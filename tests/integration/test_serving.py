@@ -160,6 +160,39 @@ def test_triton_http_client_works_unchanged(gateway_url, digits):
     assert routed.as_numpy("logits").shape == (3, 10) and routed.get_response()["parameters"]["variant"]
 
 
+def test_concurrent_mixed_requests_each_get_their_own_answer(gateway_url, digits, digits_config):
+    """Under concurrent load with mixed tiers, pins and batch sizes (so the batcher stacks
+    different requests into one ORT run), every response's predictions are those of a
+    direct ORT call of the variant that served it on that request's own input."""
+    import asyncio
+
+    from profiles.measure import open_session
+    from tiergate.build import build_menu
+
+    sessions = {e.name: open_session(e.path, threads=1) for e in build_menu(digits_config()).variants}
+    rng = np.random.default_rng(0)
+    routes = [{"tier": "fast"}, {"tier": "accurate"}, {"variant": "int8"}, {"variant": "distilled"}, {}]
+    jobs = []
+    for i in range(60):
+        start = int(rng.integers(0, len(digits.test.x) - 4))
+        x = digits.test.x[start : start + int(rng.integers(1, 5))]
+        jobs.append((x, {"inputs": x.tolist(), "top_k": 1, **routes[i % len(routes)]}))
+
+    async def send_all():
+        async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as http:
+            return await asyncio.gather(*(http.post("/v1/predict", json=body) for _, body in jobs))
+
+    responses = asyncio.run(send_all())
+    for (x, _), response in zip(jobs, responses, strict=True):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        logits = sessions[body["variant"]].run(None, {"input": x})[0]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
+        assert [p["index"] for p in body["predictions"]] == logits.argmax(1).tolist()
+        np.testing.assert_allclose([p["score"] for p in body["predictions"]], scores, rtol=1e-4, atol=1e-5)
+
+
 def test_failed_variant_is_retried_once_on_the_next_best(client, digits):
     """When the variant a tier routes to fails, the request is served by the next-best
     variant meeting the floor, and the answer says which one failed."""
