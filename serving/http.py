@@ -87,6 +87,14 @@ class RequestContext:
             if length.isdigit() and int(length) > limit:
                 response = _error(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
                 await response(scope, receive, send_with_id)
+            elif not length.isdigit() and scope["method"] in ("POST", "PUT", "PATCH"):
+                # no length up front (chunked): read at most the limit before the app sees it
+                body, receive = await _bounded_body(receive, limit)
+                if body is None:
+                    response = _error(413, f"body exceeds the limit of {limit} bytes")
+                    await response(scope, receive, send_with_id)
+                else:
+                    await self.app(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
@@ -94,6 +102,31 @@ class RequestContext:
             inference = scope["method"] == "POST" and scope["path"].endswith(("/v1/predict", "/infer"))
             if inference and status is not None and current is not None and current.metrics is not None:
                 current.metrics.request(trace, status)
+
+
+async def _bounded_body(receive, limit: int):
+    """(the body, a receive that replays it), or (None, receive) once it passes ``limit``."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None, receive
+        if not message.get("more_body", False):
+            break
+    body, replayed = b"".join(chunks), False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]) -> FastAPI:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import httpx
 import numpy as np
@@ -107,6 +108,21 @@ def test_oversized_body_is_413(client):
     response = client.post("/v1/predict", content=b"{" + b" " * 300_000 + b"}",
                            headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code == 413 and "exceeds the limit" in response.json()["error"]
+
+
+def test_chunked_bodies_are_capped_too(client, digits):
+    """A chunked body (no Content-Length) over the limit gets 413; a small one is served."""
+
+    def chunks(payload: bytes, size: int = 4096):
+        for start in range(0, len(payload), size):
+            yield payload[start : start + size]
+
+    headers = {"content-type": "application/json"}
+    big = client.post("/v1/predict", content=chunks(b"{" + b" " * 300_000 + b"}"), headers=headers)
+    assert big.status_code == 413 and "exceeds the limit" in big.json()["error"]
+    body = json.dumps({"inputs": digits.test.x[:1].tolist()}).encode()
+    small = client.post("/v1/predict", content=chunks(body), headers=headers)
+    assert small.status_code == 200, small.text
 
 
 def test_open_inference_protocol_v2(client, digits):
