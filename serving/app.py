@@ -29,12 +29,14 @@ from ray.serve import Application
 
 from compression.data import DataConfig
 from profiles.menu import Menu, MenuEntry
+from serving.auth import KeyRing
 from serving.config import ServingConfig
 from serving.engine import CorruptArtifact, EngineSettings, RemoteEngine, VariantEngine
 from serving.gateway import Gateway
 from serving.http import create_app
 from serving.inputs import InputDecoder, InputLimits, Preprocess
 from serving.metrics import Metrics
+from tiergate import settings
 from tiergate.config import AppConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,10 @@ class _Replica:
 
     gateway: Gateway | None = None
     max_body_bytes: int = 8 << 20
+    keys: KeyRing | None = None  # None: API keys off
 
 
-http_app = create_app(lambda: _Replica.gateway, lambda: _Replica.max_body_bytes)
+http_app = create_app(lambda: _Replica.gateway, lambda: _Replica.max_body_bytes, lambda: _Replica.keys)
 
 
 def engine_settings(serving: ServingConfig) -> EngineSettings:
@@ -132,6 +135,8 @@ class Ingress:
     ) -> None:
         app_config = AppConfig.model_validate(config)
         _Replica.max_body_bytes = app_config.serving.max_body_bytes
+        if app_config.serving.auth.enabled:
+            _Replica.keys = KeyRing.load(app_config.serving.auth, settings.api_keys())
         engines = None
         if variants is not None:
             engines = await _remote_engines(variants, app_config.serving)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.auth import AuthConfig
+
 
 class VariantDeployment(BaseModel):
     """One variant's own deployment (``topology: per_variant``)."""
@@ -23,6 +25,7 @@ class VariantDeployment(BaseModel):
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys (off by default)")
     ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy",
         description="haproxy: Ray 2.60's HAProxy ingress straight to the replica (measured ~5-9 ms a "

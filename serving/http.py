@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving import schemas
+from serving.auth import AuthError, KeyRing
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputError
 from serving.metrics import Trace
@@ -129,7 +130,11 @@ async def _bounded_body(receive, limit: int):
     return body, replay
 
 
-def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]) -> FastAPI:
+def create_app(
+    gateway: Callable[[], Gateway | None],
+    max_body_bytes: Callable[[], int],
+    keys: Callable[[], KeyRing | None] = lambda: None,
+) -> FastAPI:
     app = FastAPI(
         title="tiergate", version=__version__, description="Routes each request to a compressed variant"
     )
@@ -140,11 +145,35 @@ def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[
             raise GatewayError(503, "not ready: variants are still being built or profiled", retry_after_s=5)
         return current
 
+    def admit(request: Request, routing: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """With API keys on: 401 without a valid key; for a routed request (``routing`` has
+        tier/variant), 403 outside the key's tiers and 429 over its rate. Returns the routing
+        with the tier the key runs under."""
+        ring = keys()
+        if ring is None:
+            return routing
+        grant = ring.authenticate(request.headers.get("authorization"))
+        if routing is None:
+            return None
+        tier = grant.allow(routing.get("tier"), routing.get("variant"), ready().default_tier)
+        grant.take()
+        return {**routing, "tier": tier}
+
     app.add_middleware(RequestContext, gateway=gateway, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, error: GatewayError):
         return _error(error.status, str(error), **error.extra)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, error: AuthError):
+        extra: dict[str, Any] = {}
+        if error.retry_after_s is not None:
+            extra["retry_after_s"] = error.retry_after_s
+        response = _error(error.status, str(error), **extra)
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, error: InputError):
@@ -169,15 +198,18 @@ def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse)
     async def predict(body: schemas.PredictRequest, request: Request):
+        body = body.model_copy(update=admit(request, {"tier": body.tier, "variant": body.variant}))
         response = await ready().predict(body, request.state.request_id, request.state.trace)
         return JSONResponse(response.model_dump(mode="json"), headers={VARIANT_HEADER: response.variant})
 
     @app.post("/v1/route", response_model=schemas.Decision)
-    async def route(body: schemas.RouteRequest):
+    async def route(body: schemas.RouteRequest, request: Request):
+        body = body.model_copy(update=admit(request, {"tier": body.tier, "variant": body.variant}))
         return ready().route(body)
 
     @app.get("/v1/variants")
-    async def variants():
+    async def variants(request: Request):
+        admit(request)
         current = ready()
         routed_on = {profile.name: profile.latency_ms for profile in current.catalog()}
         rows = []
@@ -196,18 +228,19 @@ def create_app(gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[
         return {"model": current.menu.model, "quality_metric": current.menu.quality_metric, "variants": rows}
 
     @app.get("/v1/tiers")
-    async def tiers():
+    async def tiers(request: Request):
+        admit(request)
         current = ready()
         return {
             name: {**tier.model_dump(), "variant": current.route(schemas.RouteRequest(tier=name)).variant}
             for name, tier in current.tiers.items()
         }
 
-    _add_v2_routes(app, ready)
+    _add_v2_routes(app, ready, admit)
     return app
 
 
-def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
+def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) -> None:
     @app.get("/v2")
     async def server_metadata():
         return {"name": "tiergate", "version": __version__, "extensions": []}
@@ -222,7 +255,8 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
         return {"ready": True}
 
     @app.get("/v2/models/{name}")
-    async def model_metadata(name: str):
+    async def model_metadata(name: str, request: Request):
+        admit(request)
         current = ready()
         _model_request(current, name, {})
         channels, height, width = current.menu.input_shape
@@ -244,7 +278,7 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway]) -> None:
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()
         body, binary = _parse_v2(await request.body(), request.headers.get(BINARY_HEADER))
-        routing = _model_request(current, name, body.parameters)
+        routing = admit(request, _model_request(current, name, body.parameters))
         x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")
         request_id = body.id or request.state.request_id
         try:

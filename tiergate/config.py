@@ -117,6 +117,13 @@ def _resolve_paths(raw: dict[str, Any], root: Path) -> None:
             value = block.get(field)
             if isinstance(value, str) and not Path(value).is_absolute() and section != "compress":
                 block[field] = str(root / value)
+    auth = (raw.get("serving") or {}).get("auth")
+    if (
+        isinstance(auth, dict)
+        and isinstance(auth.get("keys_file"), str)
+        and not Path(auth["keys_file"]).is_absolute()
+    ):
+        auth["keys_file"] = str(root / auth["keys_file"])
 
 
 def _describe(error: ValidationError) -> str:

@@ -19,6 +19,11 @@ def cache_dir_override() -> Path | None:
     return Path(value) if value else None
 
 
+def api_keys() -> str | None:
+    """TIERGATE_API_KEYS: the API keys as YAML/JSON text, when serving.auth.keys_file is unset."""
+    return os.environ.get("TIERGATE_API_KEYS")
+
+
 def prepare_ray_environment(ingress: str) -> None:
     """Ray reads its feature flags from the environment of every process it starts, so
     they are set before Ray starts any."""

@@ -1,0 +1,50 @@
+"""API keys on the real application over HTTP: 401, 403 by tier, 429 by rate, open health."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from serving.auth import digest
+from tests.integration.conftest import deployed
+
+pytestmark = pytest.mark.integration
+
+FREE = "free-key-0123456789abcdef"
+INTERNAL = "internal-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def client(digits_config, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("keys") / "keys.yaml"
+    keys.write_text(
+        f"keys:\n  - {{name: free, sha256: {digest(FREE)}, tiers: [fast], rate_per_s: 1, burst: 3}}\n"
+        f"  - {{name: internal, sha256: {digest(INTERNAL)}}}\n"
+    )
+    config = digits_config(auth={"enabled": True, "keys_file": str(keys)})
+    for url in deployed(config, "tiergate-auth", "/auth"):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            yield http
+
+
+def test_keys_gate_inference_by_tier_and_rate(client, digits):
+    """Health is open; no key is 401 with WWW-Authenticate; the free key gets fast (also when
+    it names no tier), 403 for another tier or a pin, then 429 with Retry-After past its
+    burst; the internal key may pin a variant."""
+    body = {"inputs": digits.test.x[:1].tolist()}
+    assert client.get("/readyz").status_code == 200
+    missing = client.post("/v1/predict", json=body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/variants").status_code == 401
+    free = {"Authorization": f"Bearer {FREE}"}
+    served = client.post("/v1/predict", json=body, headers=free)
+    assert served.status_code == 200 and served.json()["tier"] == "fast"
+    for refused in ({**body, "tier": "accurate"}, {**body, "variant": "fp32"}):
+        response = client.post("/v1/predict", json=refused, headers=free)
+        assert response.status_code == 403 and "free" in response.json()["error"]
+    statuses = [client.post("/v1/predict", json=body, headers=free) for _ in range(4)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert limited and int(limited[0].headers["retry-after"]) >= 1
+    internal = {"Authorization": f"Bearer {INTERNAL}"}
+    pinned = client.post("/v1/predict", json={**body, "variant": "fp32"}, headers=internal)
+    assert pinned.status_code == 200 and pinned.json()["variant"] == "fp32"

@@ -1,0 +1,65 @@
+"""API keys as pure logic: hashing, tiers, token buckets, loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serving.auth import AuthConfig, AuthError, KeyRing, KeySpec, digest
+
+FREE = "free-key-0123456789abcdef"
+ADMIN = "internal-key-0123456789abcdef"
+
+
+def _ring() -> KeyRing:
+    return KeyRing([
+        KeySpec(name="free", sha256=digest(FREE), tiers=["fast"], rate_per_s=2, burst=2),
+        KeySpec(name="internal", key=ADMIN),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer nope-not-a-key-at-all"])
+def test_missing_or_unknown_key_is_401(header):
+    """No header, another scheme, or an unknown key: 401."""
+    with pytest.raises(AuthError) as error:
+        _ring().authenticate(header)
+    assert error.value.status == 401
+
+
+def test_tier_allowance_is_enforced_and_fills_in_the_tier():
+    """A fast-only key gets fast when it names no tier, 403 for another tier or a pin; an
+    unrestricted key passes anything through."""
+    ring = _ring()
+    free = ring.authenticate(f"Bearer {FREE}")
+    assert free.allow(None, None, default_tier="balanced") == "fast"
+    for tier, variant in (("accurate", None), (None, "fp32")):
+        with pytest.raises(AuthError) as error:
+            free.allow(tier, variant, default_tier="balanced")
+        assert error.value.status == 403 and "free" in str(error.value)
+    assert ring.authenticate(f"bearer {ADMIN}").allow(None, "fp32", "balanced") is None
+
+
+def test_token_bucket_answers_429_with_retry_after_then_refills():
+    """Past its burst a key gets 429 with a Retry-After of whole seconds; tokens come back."""
+    grant = _ring().authenticate(f"Bearer {FREE}")
+    grant.take()
+    grant.take()
+    with pytest.raises(AuthError) as error:
+        grant.take()
+    assert error.value.status == 429 and error.value.retry_after_s >= 1
+    grant.refilled -= 1.0  # one second later: two tokens at 2/s
+    grant.take()
+
+
+def test_keys_load_from_env_text_and_secrets_are_not_kept(tmp_path):
+    """Keys load from $TIERGATE_API_KEYS-style JSON or a YAML file; the ring holds digests only."""
+    text = json.dumps({"keys": [{"name": "a", "key": FREE, "tiers": ["fast"]}]})
+    ring = KeyRing.load(AuthConfig(enabled=True), env_value=text)
+    assert ring.authenticate(f"Bearer {FREE}").name == "a"
+    assert FREE not in repr(vars(ring))
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"keys:\n  - {{name: b, sha256: {digest(ADMIN)}}}\n")
+    assert KeyRing.load(AuthConfig(enabled=True, keys_file=path)).authenticate(f"Bearer {ADMIN}").name == "b"
+    with pytest.raises(ValueError, match="TIERGATE_API_KEYS"):
+        KeyRing.load(AuthConfig(enabled=True))
