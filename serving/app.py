@@ -201,13 +201,15 @@ class VariantServer:
         app_config = AppConfig.model_validate(config)
         menu = Menu.model_validate(menu)
         entry = next(e for e in menu.variants if e.name == name)
-        self.engine = open_engine(entry, menu, app_config.serving)
+        # not timed here: the ingress asks every variant to retime() once all replicas are up
+        self.engine = VariantEngine.load(
+            entry.name, Path(entry.path), entry.sha256, engine_settings(app_config.serving)
+        )
+        self.engine.latency_p95_ms = {int(b): s.p95 for b, s in entry.latency_ms.items()}
         self._menu, self._serving = menu, app_config.serving
         metrics = Metrics(app_config.tiers)
         self.engine.on_batch = metrics.batch
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(metrics))
-        if self.engine.latency_p95_ms is None:
-            self.engine.latency_p95_ms = {int(b): s.p95 for b, s in entry.latency_ms.items()}
 
     def latency(self) -> dict[int, float]:
         return self.engine.latency_p95_ms

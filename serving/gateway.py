@@ -78,9 +78,8 @@ class Gateway:
     def _serving_latency(self, entry) -> dict[int, float]:
         """p95 per batch size as timed inside the serving replica, else the menu's profile."""
         engine = self.engines.get(entry.name)
-        measured = getattr(engine, "latency_p95_ms", None)
-        if measured:
-            return dict(measured)
+        if engine is not None and engine.latency_p95_ms:
+            return dict(engine.latency_p95_ms)
         return {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
 
     # -- routing -----------------------------------------------------------------------
@@ -119,12 +118,13 @@ class Gateway:
         now = time.monotonic()
         cooling = {name for name, until in self._avoid_until.items() if until > now}
         catalog = [p for p in self.catalog() if p.name not in exclude]
+        live = self.live()
         if cooling and request.variant is None:
             # a variant that just failed sits out a cool-down, unless nothing else meets the floor
             healthy = [p for p in catalog if p.name not in cooling]
-            if choose(healthy, routing, self.live(), request.batch_size).variant is not None:
+            if choose(healthy, routing, live, request.batch_size).variant is not None:
                 catalog = healthy
-        decision = choose(catalog, routing, self.live(), request.batch_size)  # pins checked above
+        decision = choose(catalog, routing, live, request.batch_size)  # pins checked above
         return schemas.Decision(
             variant=decision.variant,
             tier=tier_name,
@@ -206,7 +206,6 @@ class Gateway:
                 raise GatewayError(
                     503, f"variant {failed} failed ({error}) and no other variant meets the floor"
                 ) from None
-            infer_started = time.perf_counter()
             try:
                 logits = await self.engines[decision.variant].infer(x)
             except QueueFull:

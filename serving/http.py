@@ -181,11 +181,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
-        problems = [
-            f"{'.'.join(str(p) for p in issue['loc'] if p != 'body') or 'body'}: {issue['msg']}"
-            for issue in error.errors()
-        ]
-        return _error(422, "; ".join(problems))
+        return _error(422, _problems(error.errors()))
 
     @app.get("/healthz")
     async def healthz():
@@ -284,10 +280,7 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
         try:
             route = schemas.RouteRequest(**routing)
         except ValidationError as error:
-            problems = "; ".join(
-                f"parameters.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-            )
-            raise GatewayError(422, problems) from None
+            raise GatewayError(422, _problems(error.errors(), prefix="parameters")) from None
         outcome = await current.run(x, route, request_id, trace=request.state.trace)
         logits = np.ascontiguousarray(outcome.logits, dtype=np.float32)
         output: dict[str, Any] = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape)}
@@ -313,6 +306,16 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
         )
 
 
+def _problems(errors: list[dict[str, Any]], prefix: str = "") -> str:
+    """Pydantic errors as one message, each naming its field: ``slo.min_accuracy: ...``."""
+    parts = []
+    for issue in errors:
+        path = ".".join(str(p) for p in issue["loc"] if p != "body")
+        path = ".".join(filter(None, (prefix, path))) or "body"
+        parts.append(f"{path}: {issue['msg']}")
+    return "; ".join(parts)
+
+
 def _parse_v2(raw: bytes, header_length: str | None) -> tuple[V2InferRequest, bytes]:
     split = len(raw)
     if header_length is not None:
@@ -322,8 +325,7 @@ def _parse_v2(raw: bytes, header_length: str | None) -> tuple[V2InferRequest, by
     try:
         return V2InferRequest.model_validate_json(raw[:split]), raw[split:]
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
-        raise GatewayError(422, problems) from None
+        raise GatewayError(422, _problems(error.errors())) from None
 
 
 def _v2_tensor(tensor: V2Tensor, binary: bytes) -> np.ndarray:
