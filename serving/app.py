@@ -35,6 +35,7 @@ from serving.engine import CorruptArtifact, EngineSettings, RemoteEngine, Varian
 from serving.gateway import Gateway
 from serving.http import create_app
 from serving.inputs import InputDecoder, InputLimits, Preprocess
+from serving.logs import route_into_serve_log
 from serving.metrics import Metrics
 from tiergate import settings
 from tiergate.config import AppConfig, load_config
@@ -48,9 +49,12 @@ class _Replica:
     gateway: Gateway | None = None
     max_body_bytes: int = 8 << 20
     keys: KeyRing | None = None  # None: API keys off
+    admin: Admin | None = None
 
 
-http_app = create_app(lambda: _Replica.gateway, lambda: _Replica.max_body_bytes, lambda: _Replica.keys)
+http_app = create_app(
+    lambda: _Replica.gateway, lambda: _Replica.max_body_bytes, lambda: _Replica.keys, lambda: _Replica.admin
+)
 
 
 def engine_settings(serving: ServingConfig) -> EngineSettings:
@@ -68,11 +72,12 @@ def open_engine(entry: MenuEntry, menu: Menu, serving: ServingConfig) -> Variant
     return _retimed(engine, menu, serving)
 
 
-def _retimed(engine: VariantEngine, menu: Menu, serving: ServingConfig) -> VariantEngine:
+def _retimed(engine: VariantEngine, menu: Menu, serving: ServingConfig, force: bool = False) -> VariantEngine:
     """Time batch 1 in this process (threads, CPU share and neighbours as served) and scale
     the menu's profile at the other batch sizes by the same factor: a second per variant
-    instead of timing batch 32 of every variant again."""
-    if serving.profile_in_replica and menu.input_shape is not None:
+    instead of timing batch 32 of every variant again. Only with ``profile_in_replica``,
+    unless ``force``d (an admin's re-profile)."""
+    if (serving.profile_in_replica or force) and menu.input_shape is not None:
         started = time.perf_counter()
         with _one_profiler_per_node():
             engine.profile(menu.input_shape, (1,), serving.replica_profile_budget_s)
@@ -115,7 +120,7 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
     decoder = InputDecoder(menu.input_shape, limits, _preprocess(config.data))
     return Gateway(
         menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s,
-        serving.latency_headroom,
+        serving.latency_headroom, serving.request_timeout_s,
     )  # fmt: skip
 
 
@@ -123,6 +128,31 @@ def _preprocess(data: DataConfig) -> Preprocess:
     if data.source in ("npz", "folder"):
         return Preprocess(mean=data.mean, std=data.std)
     return Preprocess()
+
+
+class Admin:
+    """/v1/admin/* on this replica (each replica answers for itself)."""
+
+    def __init__(self, config: AppConfig, menu: Menu, gateway: Gateway) -> None:
+        self.config, self.menu, self.gateway = config, menu, gateway
+
+    async def reprofile(self) -> dict[str, dict[int, float]]:
+        for engine in self.gateway.engines.values():
+            if isinstance(engine, RemoteEngine):
+                latency = await engine.handle.retime.remote(force=True)
+                engine.latency_p95_ms = {int(b): ms for b, ms in latency.items()}
+            else:  # off the event loop: requests keep being served (and contend, as they would)
+                await asyncio.to_thread(_retimed, engine, self.menu, self.config.serving, True)
+        self.gateway.refresh()
+        return {name: dict(engine.latency_p95_ms) for name, engine in self.gateway.engines.items()}
+
+    def reload_keys(self) -> int:
+        keys = KeyRing.load(self.config.serving.auth, settings.api_keys())
+        if _Replica.keys is not None:
+            keys.keep_buckets_from(_Replica.keys)
+        _Replica.keys = keys
+        log.info("API keys reloaded: %d keys", len(keys))
+        return len(keys)
 
 
 @serve.deployment
@@ -133,6 +163,7 @@ class Ingress:
     async def __init__(
         self, config: dict[str, Any], menu: dict[str, Any], variants: dict[str, Any] | None = None
     ) -> None:
+        route_into_serve_log()
         app_config = AppConfig.model_validate(config)
         _Replica.max_body_bytes = app_config.serving.max_body_bytes
         if app_config.serving.auth.enabled:
@@ -140,22 +171,25 @@ class Ingress:
         engines = None
         if variants is not None:
             engines = await _remote_engines(variants, app_config.serving)
-        gateway = load_gateway(app_config, Menu.model_validate(menu), engines)
+        menu = Menu.model_validate(menu)
+        gateway = load_gateway(app_config, menu, engines)
         gateway.metrics = Metrics(app_config.tiers)
         for engine in gateway.engines.values():
             engine.on_batch = gateway.metrics.batch
         gateway.metrics.describe(gateway)
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(gateway.metrics, gateway))
+        _Replica.admin = Admin(app_config, menu, gateway)
         _Replica.gateway = gateway
         log.info("tiergate replica ready with %d variants", len(gateway.engines))
 
-    def set_fault(self, variant: str, rate: float) -> None:
+    def set_fault(self, variant: str, rate: float, delay_s: float = 0.0) -> None:
         """Chaos hook, reachable only through a Serve handle from inside the cluster: make
-        ``rate`` of ``variant``'s runs fail in this replica (colocated topology)."""
+        ``rate`` of ``variant``'s runs fail, and every run take ``delay_s`` longer, in this
+        replica (colocated topology)."""
         engine = _Replica.gateway.engines[variant]
         if not isinstance(engine, VariantEngine):
             raise TypeError(f"{variant} runs in its own deployment: kill its replica instead")
-        engine.fault_rate = rate
+        engine.fault_rate, engine.fault_delay_s = rate, delay_s
 
 
 async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> dict[str, RemoteEngine]:
@@ -198,6 +232,7 @@ class VariantServer:
     """One variant behind its own replicas (per_variant topology)."""
 
     async def __init__(self, config: dict[str, Any], menu: dict[str, Any], name: str) -> None:
+        route_into_serve_log()
         app_config = AppConfig.model_validate(config)
         menu = Menu.model_validate(menu)
         entry = next(e for e in menu.variants if e.name == name)
@@ -214,13 +249,15 @@ class VariantServer:
     def latency(self) -> dict[int, float]:
         return self.engine.latency_p95_ms
 
-    def retime(self) -> dict[int, float]:
-        """Time the variant again (the ingress asks once every variant replica is up)."""
-        return _retimed(self.engine, self._menu, self._serving).latency_p95_ms
+    def retime(self, force: bool = False) -> dict[int, float]:
+        """Time the variant again: the ingress asks once every variant replica is up, when
+        the variant comes back after a failure, and on an admin's re-profile (``force``)."""
+        return _retimed(self.engine, self._menu, self._serving, force).latency_p95_ms
 
-    async def infer(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+    async def infer(self, x: np.ndarray, timeout_s: float | None = None) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
-        logits = await self.engine.infer(x)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        logits = await self.engine.infer(x, deadline)
         return logits, (time.perf_counter() - started) * 1000
 
 
@@ -242,6 +279,7 @@ def build_application(config: AppConfig) -> Application:
         num_replicas=serving.replicas,
         max_ongoing_requests=serving.max_ongoing_requests,
         max_queued_requests=serving.max_queued_requests,
+        graceful_shutdown_timeout_s=serving.shutdown_timeout_s,
         ray_actor_options={"num_cpus": 0},  # ORT threads are set per variant; do not reserve cores
         logging_config={"enable_access_log": serving.access_log},
     ).bind(payload, menu, variants)
@@ -255,6 +293,7 @@ def _variant_deployment(
         "name": f"variant-{name.replace('+', '-')}",
         "max_ongoing_requests": serving.max_ongoing_requests,
         "max_queued_requests": serving.max_queued_requests,
+        "graceful_shutdown_timeout_s": serving.shutdown_timeout_s,
         "logging_config": {"enable_access_log": serving.access_log},
         "ray_actor_options": {
             "num_cpus": spec.num_cpus if spec else 0,

@@ -12,6 +12,7 @@ and not kept):
     keys:
       - {name: free-app, sha256: 9f86d08..., tiers: [fast], rate_per_s: 5, burst: 10}
       - {name: internal, key: "long random string"}          # every tier, no rate limit
+      - {name: ops, sha256: 2c26b46..., admin: true}         # may also call /v1/admin/*
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class KeySpec(BaseModel):
     tiers: list[str] | None = Field(None, description="allowed tiers; None = all, and pins")
     rate_per_s: float | None = Field(None, gt=0)
     burst: int | None = Field(None, ge=1)
+    admin: bool = Field(False, description="may call /v1/admin/* (re-profile, reload keys)")
 
     @model_validator(mode="after")
     def _one_secret(self) -> KeySpec:
@@ -68,6 +70,7 @@ class Grant:
     tiers: frozenset[str] | None
     rate_per_s: float | None
     burst: int
+    admin: bool = False
     tokens: float = field(init=False)
     refilled: float = field(default_factory=time.monotonic)
 
@@ -112,7 +115,7 @@ class KeyRing:
             rate = spec.rate_per_s
             burst = spec.burst or (max(1, math.ceil(rate)) if rate else 1)
             tiers = frozenset(spec.tiers) if spec.tiers is not None else None
-            self._grants[spec.sha256 or digest(spec.key)] = Grant(spec.name, tiers, rate, burst)
+            self._grants[spec.sha256 or digest(spec.key)] = Grant(spec.name, tiers, rate, burst, spec.admin)
 
     @classmethod
     def load(cls, config: AuthConfig, env_value: str | None = None) -> KeyRing:
@@ -138,3 +141,21 @@ class KeyRing:
         if grant is None or not any(hmac.compare_digest(offered, known) for known in self._grants):
             raise AuthError(401, "invalid API key")
         return grant
+
+    def authenticate_admin(self, authorization: str | None) -> Grant:
+        """401 without a valid key, 403 for a key that is not an admin key."""
+        grant = self.authenticate(authorization)
+        if not grant.admin:
+            raise AuthError(403, f"key {grant.name}: admin operations need a key with `admin: true`")
+        return grant
+
+    def keep_buckets_from(self, previous: KeyRing) -> None:
+        """After a reload, a key that is still there keeps its token bucket (a reload must
+        not reset anyone's rate limit)."""
+        for key_digest, grant in self._grants.items():
+            old = previous._grants.get(key_digest)
+            if old is not None and old.rate_per_s == grant.rate_per_s:
+                grant.tokens, grant.refilled = min(old.tokens, float(grant.burst)), old.refilled
+
+    def __len__(self) -> int:
+        return len(self._grants)

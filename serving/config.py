@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.auth import AuthConfig
 
@@ -57,10 +57,20 @@ class ServingConfig(BaseModel):
     max_queued_requests: int = Field(
         1024, ge=1, description="Ray Serve, per deployment handle: past it Serve sheds load itself"
     )
-    variant_timeout_s: float = Field(
-        5.0,
+    request_timeout_s: float = Field(
+        2.0,
         gt=0,
-        description="per_variant: a call that takes longer (e.g. no live replica) is retried elsewhere",
+        description="deadline of every request (a request's timeout_ms may shorten it): one the queue "
+        "cannot answer in time gets 429 at once, one still queued at its deadline 503",
+    )
+    shutdown_timeout_s: float = Field(
+        20.0, gt=0, description="at shutdown or redeploy, in-flight requests get this long to finish"
+    )
+    variant_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        description="per_variant: a call with no answer this long (e.g. its replica died) counts as a "
+        "failure and is retried elsewhere; shorter than request_timeout_s so the retry has time",
     )
     failure_cooldown_s: float = Field(
         5.0, ge=0, description="after a failure, routing avoids the variant this long (pins still reach it)"
@@ -82,3 +92,13 @@ class ServingConfig(BaseModel):
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger bodies get 413")
     max_batch_images: int = Field(64, ge=1, description="images in one request")
     max_image_pixels: int = Field(4096 * 4096, ge=1)
+
+    @model_validator(mode="after")
+    def _retry_fits_the_deadline(self) -> ServingConfig:
+        if self.variant_timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                f"serving.variant_timeout_s ({self.variant_timeout_s}) must be shorter than "
+                f"serving.request_timeout_s ({self.request_timeout_s}): else a request to a dead variant "
+                "times out before it can be retried"
+            )
+        return self

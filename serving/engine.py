@@ -11,6 +11,9 @@ past ``max_queued`` waiting requests ``infer`` raises ``QueueFull`` at once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +28,8 @@ from compression.cache import file_sha256
 from profiles.measure import measure_latency, open_session
 from profiles.policy import VariantProfile, service_time_ms
 
+log = logging.getLogger(__name__)
+
 
 class QueueFull(RuntimeError):
     """The variant's queue is at its bound; the caller should shed load (429)."""
@@ -32,6 +37,10 @@ class QueueFull(RuntimeError):
 
 class InjectedFault(RuntimeError):
     """A failure injected on purpose (``fault_rate``), for chaos tests and drills."""
+
+
+class DeadlineExceeded(RuntimeError):
+    """The request's deadline passed while it waited; it was dropped from the queue."""
 
 
 class CorruptArtifact(RuntimeError):
@@ -90,11 +99,14 @@ class VariantEngine:
         self.profile_s: float | None = None
         self.on_batch: Callable[[str, int], None] | None = None  # e.g. Metrics.batch
         self.fault_rate = 0.0  # fraction of runs that raise InjectedFault (chaos testing only)
+        self.fault_delay_s = 0.0  # extra seconds every run takes (chaos testing only)
+        self.available = True  # in-process: always (a RemoteEngine goes down with its replica)
         self._chaos = random.Random(0)
         self._pending: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+        self._running = False  # a batch is in ORT now
 
     @classmethod
     def load(cls, name: str, path: Path, sha256: str, settings: EngineSettings) -> VariantEngine:
@@ -108,6 +120,8 @@ class VariantEngine:
         """Synchronous inference on one batch, bypassing the batcher (profiling, checks)."""
         if self.fault_rate and self._chaos.random() < self.fault_rate:
             raise InjectedFault(f"{self.name}: injected fault (fault_rate {self.fault_rate})")
+        if self.fault_delay_s:
+            time.sleep(self.fault_delay_s)
         return self.session.run(None, {self.input_name: x})[0]
 
     def profile(self, input_shape: tuple[int, ...], batch_sizes: tuple[int, ...], budget_s: float) -> None:
@@ -130,10 +144,21 @@ class VariantEngine:
         self._latency_p95_ms = value
         self._profile = VariantProfile(self.name, 0.0, value) if value else None
 
-    async def infer(self, x: np.ndarray) -> np.ndarray:
-        """Logits for ``x`` (N, C, H, W), batched with concurrent callers."""
+    async def infer(self, x: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Logits for ``x`` (N, C, H, W), batched with concurrent callers. With a
+        ``deadline`` (``time.monotonic()``), a request the queue cannot finish in time is
+        refused at once (``QueueFull``), and one still waiting at its deadline is dropped
+        from the queue (``DeadlineExceeded``)."""
         if len(self._pending) >= self.settings.max_queued:
             raise QueueFull(f"{self.name}: {len(self._pending)} requests queued")
+        if deadline is not None:
+            left_ms = (deadline - time.monotonic()) * 1000
+            wait_ms = self.expected_wait_ms(len(x))
+            if wait_ms > left_ms:
+                raise QueueFull(
+                    f"{self.name}: the queue ({len(self._pending)} requests) needs about {wait_ms:.0f} ms, "
+                    f"past the request's deadline ({max(0.0, left_ms):.0f} ms left)"
+                )
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._wake = asyncio.Event()
@@ -143,9 +168,24 @@ class VariantEngine:
         self.stats.in_flight += 1
         self._wake.set()
         try:
-            return await pending.future
+            if deadline is None:
+                return await pending.future
+            # on timeout wait_for cancels the future, and the batcher skips cancelled requests
+            return await asyncio.wait_for(pending.future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued") from None
         finally:
             self.stats.in_flight -= 1
+
+    def expected_wait_ms(self, images: int = 1) -> float:
+        """Until ``images`` more would be answered: the queued images in full batches, plus
+        the batch running now, at the profiled speed scaled by the recent slowdown."""
+        if self._profile is None:
+            return 0.0
+        queued = self._images_pending() + images
+        batch = min(queued, self.settings.max_batch_size)
+        batches = math.ceil(queued / self.settings.max_batch_size) + (1 if self._running else 0)
+        return batches * service_time_ms(self._profile, batch) * self.stats.slowdown
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -160,8 +200,11 @@ class VariantEngine:
             while self._images_pending() < self.settings.max_batch_size and loop.time() < deadline:
                 await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
             batch = self._take_batch()
+            if not batch:  # every waiting request passed its deadline
+                continue
             stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
             started = time.perf_counter()
+            self._running = True
             try:
                 logits = await loop.run_in_executor(self._executor, self.run, stacked)
             except Exception as error:  # ORT errors go to every caller in the batch
@@ -182,6 +225,8 @@ class VariantEngine:
                     if not p.future.done():
                         p.future.set_result(logits[offset : offset + len(p.x)])
                     offset += len(p.x)
+            finally:
+                self._running = False
             if self._pending:
                 self._wake.set()
 
@@ -189,12 +234,15 @@ class VariantEngine:
         return sum(len(p.x) for p in self._pending)
 
     def _take_batch(self) -> list[_Pending]:
-        """The oldest requests whose images fit in one batch (always at least one)."""
+        """The oldest requests whose images fit in one batch (at least one unless every
+        waiting request was cancelled: past its deadline, or its client left)."""
         taken, images = [], 0
         while self._pending and (
             not taken or images + len(self._pending[0].x) <= self.settings.max_batch_size
         ):
             request = self._pending.pop(0)
+            if request.future.done():
+                continue
             taken.append(request)
             images += len(request.x)
         return taken
@@ -211,6 +259,10 @@ class RemoteEngine:
 
     The handle's ``infer`` returns ``(logits, ms spent in the replica)``; the rest of the
     round trip is the hop, tracked so routing can add it to its latency prediction.
+
+    A call that fails (a dead replica, an error, no answer in time) takes the variant off
+    the menu (``available`` false) until a background probe has re-timed it on a live
+    replica: the variant comes back with the latency of the replica that now serves it.
     """
 
     def __init__(
@@ -221,27 +273,36 @@ class RemoteEngine:
         self.timeout_s = timeout_s
         self.latency_p95_ms = latency_p95_ms
         self.stats = LiveCounters()
+        self.available = True
+        self.reprofiles = 0  # times the variant came back after a failure
+        self.on_change: Callable[[], None] | None = None  # the gateway refreshes its catalog
+        self._probe: asyncio.Task | None = None
 
-    async def infer(self, x: np.ndarray) -> np.ndarray:
+    async def infer(self, x: np.ndarray, deadline: float | None = None) -> np.ndarray:
         from ray.serve.exceptions import BackPressureError
 
         if self.stats.in_flight >= self.max_queued:
             raise QueueFull(f"{self.name}: {self.stats.in_flight} requests in flight")
+        timeout_s = self.timeout_s
+        if deadline is not None:
+            timeout_s = min(timeout_s, max(0.0, deadline - time.monotonic()))
         self.stats.in_flight += 1
         started = time.perf_counter()
-        response = self.handle.infer.remote(x)
+        response = self.handle.infer.remote(x, timeout_s)
         try:
-            logits, served_ms = await asyncio.wait_for(response, self.timeout_s)
+            logits, served_ms = await asyncio.wait_for(response, timeout_s)
         except TimeoutError:
             response.cancel()  # wait_for only stops waiting; the replica would still run it
-            self.stats.failed += 1
+            if timeout_s < self.timeout_s:
+                raise DeadlineExceeded(f"{self.name}: the deadline passed before an answer") from None
+            self._failed(f"no answer within {self.timeout_s} s")
             raise TimeoutError(f"{self.name}: no answer within {self.timeout_s} s") from None
         except BackPressureError as error:
             raise QueueFull(f"{self.name}: {error}") from None
-        except QueueFull:  # raised in the replica; Ray re-raises it as an instance of the cause
+        except (QueueFull, DeadlineExceeded):  # raised in the replica; Ray re-raises the cause's type
             raise
-        except Exception:
-            self.stats.failed += 1
+        except Exception as error:
+            self._failed(str(error).splitlines()[0] if str(error) else type(error).__name__)
             raise
         finally:
             self.stats.in_flight -= 1
@@ -251,5 +312,42 @@ class RemoteEngine:
         self.stats.completed += 1
         return logits
 
+    def _failed(self, why: str) -> None:
+        self.stats.failed += 1
+        if not self.available:
+            return
+        log.warning("variant %s off the menu until a live replica re-times it: %s", self.name, why)
+        self.available = False
+        if self.on_change is not None:
+            self.on_change()
+        # a fresh context: the probe's log lines belong to no request
+        self._probe = asyncio.get_running_loop().create_task(
+            self._return_when_retimed(), context=contextvars.Context()
+        )
+
+    async def _return_when_retimed(self, every_s: float = 0.5) -> None:
+        """Ask the deployment to time the variant again until a replica answers (Serve
+        restarts a dead one meanwhile); then put the variant back with that timing."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                latency = await asyncio.wait_for(self.handle.retime.remote(), self.timeout_s + 10)
+            except Exception as error:
+                if attempt % 10 == 1:
+                    log.info("variant %s: re-timing attempt %d failed: %s", self.name, attempt,
+                             str(error).splitlines()[0] if str(error) else type(error).__name__)  # fmt: skip
+                await asyncio.sleep(every_s)
+                continue
+            self.latency_p95_ms = {int(b): ms for b, ms in latency.items()}
+            self.available, self.reprofiles = True, self.reprofiles + 1
+            self.stats.slowdown_ewma = 1.0
+            log.warning("variant %s back on the menu, re-timed: batch-1 p95 %.2f ms",
+                        self.name, self.latency_p95_ms[1])  # fmt: skip
+            if self.on_change is not None:
+                self.on_change()
+            return
+
     def close(self) -> None:
-        pass
+        if self._probe is not None:
+            self._probe.cancel()

@@ -18,7 +18,7 @@ from profiles.menu import Menu
 from profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from profiles.tiers import Tier, constraints_for
 from serving import schemas
-from serving.engine import QueueFull, VariantEngine
+from serving.engine import DeadlineExceeded, QueueFull, VariantEngine
 from serving.inputs import InputDecoder
 from serving.metrics import Metrics, Trace
 
@@ -53,6 +53,7 @@ class Gateway:
         default_tier: str = "balanced",
         failure_cooldown_s: float = 5.0,
         latency_headroom: float = 1.0,
+        request_timeout_s: float = 2.0,
     ) -> None:
         self.menu, self.tiers, self.engines, self.decoder = menu, dict(tiers), dict(engines), decoder
         self.default_tier = default_tier if default_tier in self.tiers else next(iter(self.tiers))
@@ -64,15 +65,22 @@ class Gateway:
         self.latency_headroom = latency_headroom  # route within this fraction of a latency bound
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
         self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
-        # the menu and the set of loaded engines are fixed for a gateway's life: build once
+        self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
+        self.refresh()
+        for engine in self.engines.values():
+            engine.on_change = self.refresh  # a remote variant going down or coming back
+
+    def refresh(self) -> None:
+        """Rebuild the routing catalog: the menu is fixed for a gateway's life, so this runs
+        only when a variant is re-timed, goes down or comes back."""
         self._catalog = [
             VariantProfile(
                 name=entry.name,
                 quality=entry.quality,
                 latency_ms=self._serving_latency(entry),
-                ready=entry.name in self.engines,
+                ready=entry.name in self.engines and self.engines[entry.name].available,
             )
-            for entry in menu.variants
+            for entry in self.menu.variants
         ]
 
     def _serving_latency(self, entry) -> dict[int, float]:
@@ -188,18 +196,21 @@ class Gateway:
         failed: str | None = None
         infer_started = time.perf_counter()
         self._observe_overhead((infer_started - started) * 1000)
+        deadline = time.monotonic() + self.timeout_s(request) - (infer_started - started)
         try:
-            logits = await self.engines[decision.variant].infer(x)
-        except QueueFull:
-            raise GatewayError(
-                429, f"variant {decision.variant} is at its queue bound", retry_after_s=1
-            ) from None
+            logits = await self.engines[decision.variant].infer(x, deadline)
+        except QueueFull as error:
+            raise GatewayError(429, f"overloaded: {error}", retry_after_s=1) from None
+        except DeadlineExceeded as error:
+            raise GatewayError(503, f"timed out: {error}", retry_after_s=1) from None
         except Exception as error:
             failed = decision.variant
             self._avoid_until[failed] = time.monotonic() + self.failure_cooldown_s
+            # the lines carry the request id (serving.logs), as every line of a request does
             if request.variant is not None:
+                log.warning("%s failed (%s); pinned, so not retried", failed, error)
                 raise GatewayError(503, f"variant {failed} failed: {error}") from None
-            log.warning("request %s: %s failed (%s); retrying once", request_id, failed, error)
+            log.warning("%s failed (%s); retrying once on the next-best variant", failed, error)
             try:
                 decision = self._decided(routed, exclude=frozenset({failed}), trace=trace)
             except GatewayError:
@@ -207,12 +218,14 @@ class Gateway:
                     503, f"variant {failed} failed ({error}) and no other variant meets the floor"
                 ) from None
             try:
-                logits = await self.engines[decision.variant].infer(x)
-            except QueueFull:
+                logits = await self.engines[decision.variant].infer(x, deadline)
+            except QueueFull as error:
                 raise GatewayError(
-                    429,
-                    f"variant {failed} failed and {decision.variant} is at its queue bound",
-                    retry_after_s=1,
+                    429, f"variant {failed} failed, and overloaded: {error}", retry_after_s=1
+                ) from None
+            except DeadlineExceeded as error:
+                raise GatewayError(
+                    503, f"variant {failed} failed, and timed out: {error}", retry_after_s=1
                 ) from None
             except Exception as retry_error:
                 self._avoid_until[decision.variant] = time.monotonic() + self.failure_cooldown_s
@@ -226,6 +239,12 @@ class Gateway:
         )
         trace.latency_ms, trace.slo_met = latency_ms, slo_met
         return Outcome(decision.variant, decision, logits, latency_ms, slo_met, failed)
+
+    def timeout_s(self, request: schemas.RouteRequest) -> float:
+        """The request's own ``timeout_ms`` when shorter than ``request_timeout_s``."""
+        if request.timeout_ms is None:
+            return self.request_timeout_s
+        return min(self.request_timeout_s, request.timeout_ms / 1000)
 
     def _observe_overhead(self, sample_ms: float) -> None:
         """EWMA of the time a request spends in the gateway before its model call (decoding,

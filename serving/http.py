@@ -7,9 +7,10 @@ JSON errors, request ids. Everything it decides comes from ``Gateway``.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -21,8 +22,11 @@ from serving import schemas
 from serving.auth import AuthError, KeyRing
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputError
+from serving.logs import current_request_id
 from serving.metrics import Trace
 from tiergate import __version__
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID = "X-Request-Id"
 VARIANT_HEADER = "X-Tiergate-Variant"
@@ -52,6 +56,14 @@ class V2InferRequest(BaseModel):
         )
 
 
+class AdminOps(Protocol):
+    """What /v1/admin/* runs, provided by the Serve replica."""
+
+    async def reprofile(self) -> dict[str, dict[int, float]]: ...
+
+    def reload_keys(self) -> int: ...
+
+
 BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data extension
 V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
@@ -68,7 +80,7 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        serve_id = _serve_request_id()  # under Ray Serve the proxy owns the id and its header
+        serve_id = current_request_id()  # under Ray Serve the proxy owns the id and its header
         request_id = serve_id or headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
         trace = Trace()
         state = scope.setdefault("state", {})
@@ -134,6 +146,7 @@ def create_app(
     gateway: Callable[[], Gateway | None],
     max_body_bytes: Callable[[], int],
     keys: Callable[[], KeyRing | None] = lambda: None,
+    admin_ops: Callable[[], AdminOps | None] = lambda: None,
 ) -> FastAPI:
     app = FastAPI(
         title="tiergate", version=__version__, description="Routes each request to a compressed variant"
@@ -158,6 +171,18 @@ def create_app(
         tier = grant.allow(routing.get("tier"), routing.get("variant"), ready().default_tier)
         grant.take()
         return {**routing, "tier": tier}
+
+    def admin(request: Request) -> AdminOps:
+        """With API keys on, only an admin key passes (401/403); with them off, anyone who
+        can reach the port (keep it on 127.0.0.1, or turn keys on)."""
+        ring = keys()
+        if ring is not None:
+            grant = ring.authenticate_admin(request.headers.get("authorization"))
+            log.info("admin %s by key %s", request.url.path, grant.name)
+        ops = admin_ops()
+        if ops is None or gateway() is None:
+            raise GatewayError(503, "not ready: admin operations start with the gateway", retry_after_s=5)
+        return ops
 
     app.add_middleware(RequestContext, gateway=gateway, max_body_bytes=max_body_bytes)
 
@@ -216,6 +241,8 @@ def create_app(
                 live = {
                     "in_flight": engine.stats.in_flight, "recent_ms": engine.stats.ewma_ms,
                     "replicas": engine.replicas, "hop_ms": engine.stats.hop_ms,
+                    # false while a remote variant is down, until a live replica re-times it
+                    "available": engine.available, "reprofiles": getattr(engine, "reprofiles", 0),
                     # what routing predicts from: p95 timed inside the serving replica
                     "serving_p95_ms": {str(b): ms for b, ms in routed_on[entry.name].items()},
                 }  # fmt: skip
@@ -231,6 +258,20 @@ def create_app(
             name: {**tier.model_dump(), "variant": current.route(schemas.RouteRequest(tier=name)).variant}
             for name, tier in current.tiers.items()
         }
+
+    @app.post("/v1/admin/reprofile")
+    async def reprofile(request: Request):
+        """Time every variant again on this replica, as it runs now, and route on that."""
+        timings = await admin(request).reprofile()
+        return {"variants": {name: {str(b): ms for b, ms in p95.items()} for name, p95 in timings.items()}}
+
+    @app.post("/v1/admin/reload-keys")
+    async def reload_keys(request: Request):
+        """Read the API keys again (rotation without a restart); rate-limit buckets carry over."""
+        ops = admin(request)
+        if keys() is None:
+            raise GatewayError(409, "serving.auth.enabled is false: there are no keys to reload")
+        return {"keys": ops.reload_keys()}
 
     _add_v2_routes(app, ready, admit)
     return app
@@ -347,6 +388,11 @@ def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> d
     """Routing fields for a v2 model name: a variant (pin), a tier, or the model itself."""
     slo = {k: parameters[k] for k in ("max_latency_ms", "min_accuracy") if k in parameters}
     routing: dict[str, Any] = {"slo": slo or None, "strict": bool(parameters.get("strict", False))}
+    timeout = parameters.get("timeout")  # Triton's request parameter, in microseconds
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise GatewayError(422, f"parameters.timeout: microseconds as a number, got {timeout!r}")
+        routing["timeout_ms"] = timeout / 1000
     if name in gateway.entries:
         return {**routing, "variant": name}
     if name in gateway.tiers:
@@ -355,14 +401,6 @@ def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> d
         return {**routing, "tier": parameters.get("tier")}
     known = [gateway.menu.model, *gateway.tiers, *gateway.entries]
     raise GatewayError(404, f"model: unknown model {name!r}", known=known)
-
-
-def _serve_request_id() -> str:
-    try:
-        from ray.serve.context import _get_serve_request_context
-    except ImportError:
-        return ""
-    return _get_serve_request_context().request_id
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:

@@ -19,6 +19,12 @@ class RouteRequest(BaseModel):
     variant: str | None = Field(None, description="pin a variant by name")
     strict: bool = Field(False, description="refuse (422) instead of serving outside the SLO")
     batch_size: int = Field(1, ge=1, description="images the request will carry (route only)")
+    timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="answer within this or get 429 (refused up front) / 503 (timed out in the queue); "
+        "serving.request_timeout_s caps it",
+    )
 
 
 class PredictRequest(RouteRequest):

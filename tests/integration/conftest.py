@@ -37,7 +37,7 @@ serving:
   max_batch_images: 8
   max_body_bytes: 200000
   replica_profile_budget_s: 0.05
-  variant_timeout_s: 2.0
+  variant_timeout_s: 0.5
 """
 
 

@@ -12,16 +12,27 @@ pytestmark = pytest.mark.integration
 
 FREE = "free-key-0123456789abcdef"
 INTERNAL = "internal-key-0123456789abcdef"
+ADMIN = "admin-key-0123456789abcdef"
+ROTATED = "rotated-key-0123456789abcdef"
+
+
+KEYS = (
+    f"keys:\n  - {{name: free, sha256: {digest(FREE)}, tiers: [fast], rate_per_s: 1, burst: 3}}\n"
+    f"  - {{name: internal, sha256: {digest(INTERNAL)}}}\n"
+    f"  - {{name: ops, sha256: {digest(ADMIN)}, admin: true}}\n"
+)
 
 
 @pytest.fixture(scope="module")
-def client(digits_config, tmp_path_factory):
-    keys = tmp_path_factory.mktemp("keys") / "keys.yaml"
-    keys.write_text(
-        f"keys:\n  - {{name: free, sha256: {digest(FREE)}, tiers: [fast], rate_per_s: 1, burst: 3}}\n"
-        f"  - {{name: internal, sha256: {digest(INTERNAL)}}}\n"
-    )
-    config = digits_config(auth={"enabled": True, "keys_file": str(keys)})
+def keys_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keys") / "keys.yaml"
+    path.write_text(KEYS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(digits_config, keys_file):
+    config = digits_config(auth={"enabled": True, "keys_file": str(keys_file)})
     for url in deployed(config, "tiergate-auth", "/auth"):
         with httpx.Client(base_url=url, timeout=30) as http:
             yield http
@@ -48,3 +59,27 @@ def test_keys_gate_inference_by_tier_and_rate(client, digits):
     internal = {"Authorization": f"Bearer {INTERNAL}"}
     pinned = client.post("/v1/predict", json={**body, "variant": "fp32"}, headers=internal)
     assert pinned.status_code == 200 and pinned.json()["variant"] == "fp32"
+
+
+def test_admin_operations_need_an_admin_key(client, keys_file):
+    """/v1/admin/* is 401 without a key and 403 for a non-admin key; the admin key can
+    re-profile, and reload-keys picks up a key added to the file (which then serves) while
+    a removed key stops working."""
+    assert client.post("/v1/admin/reprofile").status_code == 401
+    internal = {"Authorization": f"Bearer {INTERNAL}"}
+    refused = client.post("/v1/admin/reprofile", headers=internal)
+    assert refused.status_code == 403 and "admin" in refused.json()["error"]
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reprofiled = client.post("/v1/admin/reprofile", headers=admin)
+    assert reprofiled.status_code == 200
+    assert set(reprofiled.json()["variants"]) == {"fp32", "int8", "distilled"}
+    rotated = {"Authorization": f"Bearer {ROTATED}"}
+    assert client.get("/v1/tiers", headers=rotated).status_code == 401
+    keys_file.write_text(KEYS.replace(digest(INTERNAL), digest(ROTATED)))
+    try:
+        assert client.post("/v1/admin/reload-keys", headers=admin).json() == {"keys": 3}
+        assert client.get("/v1/tiers", headers=rotated).status_code == 200
+        assert client.get("/v1/tiers", headers=internal).status_code == 401
+    finally:
+        keys_file.write_text(KEYS)
+        client.post("/v1/admin/reload-keys", headers=admin)

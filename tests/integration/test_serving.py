@@ -230,3 +230,75 @@ def test_failed_variant_is_retried_once_on_the_next_best(client, digits):
         client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist(), "variant": chosen}).status_code
         == 200
     )
+
+
+def test_request_deadline_answers_503_before_a_slow_run_ends(client, digits):
+    """A request still queued at its deadline (timeout_ms in /v1, Triton's `timeout` in
+    microseconds in v2) gets 503 with Retry-After once the deadline passes, not when the
+    slow run it waits on finishes."""
+    import time
+
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("Ingress", app_name="tiergate")
+    ingress.set_fault.remote("fp32", 0.0, 2.0).result()  # every fp32 run now takes 2 s longer
+    try:
+        started = time.monotonic()
+        v1 = client.post("/v1/predict", json={"inputs": digits.test.x[:1].tolist(), "variant": "fp32",
+                                              "timeout_ms": 300})  # fmt: skip
+        v1_s = time.monotonic() - started
+        tensor = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                  "data": digits.test.x[:1].ravel().tolist()}  # fmt: skip
+        started = time.monotonic()
+        v2_body = {"inputs": [tensor], "parameters": {"timeout": 300_000}}
+        v2 = client.post("/v2/models/fp32/infer", json=v2_body)
+        v2_s = time.monotonic() - started
+    finally:
+        ingress.set_fault.remote("fp32", 0.0, 0.0).result()
+    for response, elapsed_s in ((v1, v1_s), (v2, v2_s)):
+        assert response.status_code == 503, response.text
+        assert "timed out" in response.json()["error"] and response.headers["retry-after"] == "1"
+        assert elapsed_s < 1.5, f"answered after {elapsed_s:.2f} s: the deadline did not cut the wait"
+
+
+def test_admin_reprofile_retimes_every_variant_and_routes_on_it(client):
+    """POST /v1/admin/reprofile (open while API keys are off) returns a fresh batch-1 p95 for
+    every variant, and the catalog routes on exactly those timings afterwards."""
+    response = client.post("/v1/admin/reprofile")
+    assert response.status_code == 200, response.text
+    timings = response.json()["variants"]
+    assert set(timings) == {"fp32", "int8", "distilled"} and all(t["1"] > 0 for t in timings.values())
+    catalog = {v["name"]: v["live"]["serving_p95_ms"] for v in client.get("/v1/variants").json()["variants"]}
+    assert catalog == timings
+
+
+def test_log_lines_carry_the_request_id_and_no_secret_or_payload(client, digits):
+    """The warning a failed variant logs is in the replica's log file with the request's id,
+    and no Serve log file holds the request's bearer token or its input values."""
+    import time
+    from pathlib import Path
+
+    import ray
+    from ray import serve
+
+    secret, marker = "Bearer sk-never-log-me-0123456789", 0.123456789
+    x = digits.test.x[:1].copy()
+    x.flat[0] = marker
+    ingress = serve.get_deployment_handle("Ingress", app_name="tiergate")
+    ingress.set_fault.remote("int8", 1.0).result()
+    try:
+        response = client.post("/v1/predict", json={"inputs": x.tolist(), "variant": "int8"},
+                               headers={"Authorization": secret})  # fmt: skip
+    finally:
+        ingress.set_fault.remote("int8", 0.0).result()
+    assert response.status_code == 503
+    request_id = response.headers["x-request-id"]
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    deadline, lines = time.monotonic() + 10, []
+    while time.monotonic() < deadline and not lines:
+        text = "\n".join(p.read_text(errors="replace") for p in logs.glob("replica_tiergate_Ingress_*.log"))
+        lines = [line for line in text.splitlines() if "injected fault" in line and request_id in line]
+        time.sleep(0.2)
+    assert lines, f"no log line of request {request_id} about its failure in {logs}"
+    every_log = "\n".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+    assert "sk-never-log-me" not in every_log and str(marker) not in every_log

@@ -63,3 +63,30 @@ def test_keys_load_from_env_text_and_secrets_are_not_kept(tmp_path):
     assert KeyRing.load(AuthConfig(enabled=True, keys_file=path)).authenticate(f"Bearer {ADMIN}").name == "b"
     with pytest.raises(ValueError, match="TIERGATE_API_KEYS"):
         KeyRing.load(AuthConfig(enabled=True))
+
+
+def test_only_admin_keys_pass_the_admin_check():
+    """authenticate_admin: 401 for no key, 403 naming a non-admin key, the grant for an admin key."""
+    ring = KeyRing([KeySpec(name="app", key=FREE), KeySpec(name="ops", key=ADMIN, admin=True)])
+    with pytest.raises(AuthError) as missing:
+        ring.authenticate_admin(None)
+    with pytest.raises(AuthError) as not_admin:
+        ring.authenticate_admin(f"Bearer {FREE}")
+    assert missing.value.status == 401 and not_admin.value.status == 403 and "app" in str(not_admin.value)
+    assert ring.authenticate_admin(f"Bearer {ADMIN}").name == "ops"
+
+
+def test_a_reload_keeps_each_remaining_keys_token_bucket():
+    """A key spent to zero stays limited after a reload; a key new in the reload starts full."""
+    before = _ring()
+    grant = before.authenticate(f"Bearer {FREE}")
+    grant.take(), grant.take()
+    after = KeyRing([
+        KeySpec(name="free", sha256=digest(FREE), tiers=["fast"], rate_per_s=2, burst=2),
+        KeySpec(name="new", key=ADMIN, rate_per_s=2, burst=2),
+    ])  # fmt: skip
+    after.keep_buckets_from(before)
+    with pytest.raises(AuthError) as limited:
+        after.authenticate(f"Bearer {FREE}").take()
+    assert limited.value.status == 429
+    after.authenticate(f"Bearer {ADMIN}").take()  # the new key's bucket is full

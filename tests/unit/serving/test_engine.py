@@ -61,3 +61,50 @@ def test_corrupt_file_is_never_loaded(model_file, tmp_path):
     copy.write_bytes(model_file.read_bytes()[:-10])
     with pytest.raises(CorruptArtifact, match="manifest says"):
         VariantEngine.load("tiny", copy, file_sha256(model_file), EngineSettings())
+
+
+def test_request_the_queue_cannot_finish_by_its_deadline_is_refused_up_front(model_file, digits):
+    """With 40 images queued at a profiled 50 ms per batch of 8, a request with 100 ms left
+    gets QueueFull at once, while one with 10 s left is served."""
+    import time
+
+    engine = _engine(model_file, max_batch_size=8, batch_wait_timeout_s=0.05)
+    engine.latency_p95_ms = {1: 50.0, 8: 50.0}
+
+    async def main():
+        queued = [asyncio.ensure_future(engine.infer(digits.test.x[:8])) for _ in range(5)]
+        await asyncio.sleep(0)  # all five are queued now
+        with pytest.raises(QueueFull, match="deadline"):
+            await engine.infer(digits.test.x[:1], deadline=time.monotonic() + 0.1)
+        served = await engine.infer(digits.test.x[:1], deadline=time.monotonic() + 10)
+        await asyncio.gather(*queued)
+        return served
+
+    assert asyncio.run(main()).shape == (1, 10)
+    engine.close()
+
+
+def test_request_still_queued_at_its_deadline_is_dropped_not_run(model_file, digits):
+    """A request waiting behind a slow run raises DeadlineExceeded at its deadline and is
+    never run; the request ahead of it is still answered."""
+    import time
+
+    from serving.engine import DeadlineExceeded
+
+    engine = _engine(model_file, max_batch_size=1)
+    engine.fault_delay_s = 0.3
+
+    async def main():
+        ahead = asyncio.ensure_future(engine.infer(digits.test.x[:1]))
+        await asyncio.sleep(0.05)  # the first run is in ORT now
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await engine.infer(digits.test.x[1:2], deadline=time.monotonic() + 0.1)
+        waited = time.monotonic() - started
+        await ahead
+        await asyncio.sleep(0.35)  # time for the batcher to have run the dropped one, were it kept
+        return waited
+
+    waited = asyncio.run(main())
+    assert waited < 0.25 and engine.stats.completed == 1 and engine.stats.batch_sizes == [1]
+    engine.close()
