@@ -189,7 +189,8 @@ class Ingress:
         engine = _Replica.gateway.engines[variant]
         if not isinstance(engine, VariantEngine):
             raise TypeError(f"{variant} runs in its own deployment: kill its replica instead")
-        engine.fault_rate, engine.fault_delay_s = rate, delay_s
+        engine.inject_fault(rate, delay_s)
+        _Replica.gateway.refresh()
 
 
 async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> dict[str, RemoteEngine]:

@@ -87,6 +87,7 @@ class LiveCounters:
 class _Pending:
     x: np.ndarray
     future: asyncio.Future
+    deadline: float | None = None  # time.monotonic()
 
 
 class VariantEngine:
@@ -100,6 +101,7 @@ class VariantEngine:
         self.on_batch: Callable[[str, int], None] | None = None  # e.g. Metrics.batch
         self.fault_rate = 0.0  # fraction of runs that raise InjectedFault (chaos testing only)
         self.fault_delay_s = 0.0  # extra seconds every run takes (chaos testing only)
+        self._unfaulted_p95_ms: dict[int, float] | None = None
         self.available = True  # in-process: always (a RemoteEngine goes down with its replica)
         self._chaos = random.Random(0)
         self._pending: list[_Pending] = []
@@ -123,6 +125,15 @@ class VariantEngine:
         if self.fault_delay_s:
             time.sleep(self.fault_delay_s)
         return self.session.run(None, {self.input_name: x})[0]
+
+    def inject_fault(self, rate: float, delay_s: float = 0.0) -> None:
+        """Chaos: ``rate`` of runs fail, and every run takes ``delay_s`` longer, with the
+        profile routing uses slowed to match (as a re-profile on slower hardware would)."""
+        if self._unfaulted_p95_ms is None:
+            self._unfaulted_p95_ms = dict(self.latency_p95_ms or {})
+        slowed = {b: ms + 1000 * delay_s for b, ms in self._unfaulted_p95_ms.items()}
+        self.latency_p95_ms = slowed or None
+        self.fault_rate, self.fault_delay_s = rate, delay_s
 
     def profile(self, input_shape: tuple[int, ...], batch_sizes: tuple[int, ...], budget_s: float) -> None:
         """Time this session in the process, thread count and CPU share that will serve it,
@@ -163,7 +174,7 @@ class VariantEngine:
         if self._worker is None or self._worker.done():
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._drain())
-        pending = _Pending(x, loop.create_future())
+        pending = _Pending(x, loop.create_future(), deadline)
         self._pending.append(pending)
         self.stats.in_flight += 1
         self._wake.set()
@@ -234,18 +245,32 @@ class VariantEngine:
         return sum(len(p.x) for p in self._pending)
 
     def _take_batch(self) -> list[_Pending]:
-        """The oldest requests whose images fit in one batch (at least one unless every
-        waiting request was cancelled: past its deadline, or its client left)."""
+        """The oldest requests whose images fit in one batch. A request that was cancelled
+        (its client left) is skipped, and one that could no longer finish by its deadline
+        is answered ``DeadlineExceeded`` now instead of taking a run whose answer would come
+        too late (under overload, running those would leave no run for anyone else)."""
         taken, images = [], 0
+        now, run_s = time.monotonic(), self._run_s()
         while self._pending and (
             not taken or images + len(self._pending[0].x) <= self.settings.max_batch_size
         ):
             request = self._pending.pop(0)
             if request.future.done():
                 continue
+            if request.deadline is not None and request.deadline - now < run_s:
+                request.future.set_exception(
+                    DeadlineExceeded(f"{self.name}: it could no longer be answered by its deadline")
+                )
+                continue
             taken.append(request)
             images += len(request.x)
         return taken
+
+    def _run_s(self) -> float:
+        """Expected seconds of a batch-1 run now (0 before profiling)."""
+        if self._profile is None:
+            return 0.0
+        return service_time_ms(self._profile, 1) * self.stats.slowdown / 1000
 
     def close(self) -> None:
         if self._worker is not None:

@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 
 from tests.benchmarks.bench_gateway import GATEWAY, wait_ready
+from tests.loadgen import Connections
 
 URL = f"http://127.0.0.1:{GATEWAY}"
 
@@ -51,48 +52,6 @@ class Step:
     gateway_ms: list[float] = field(default_factory=list)  # the same answers' latency_ms (gateway's view)
     statuses: dict[str, int] = field(default_factory=dict)
     served_by: dict[str, int] = field(default_factory=dict)
-
-
-class Connections:
-    """A lean HTTP/1.1 keep-alive client on asyncio streams (httpx costs several times more
-    CPU per request, which on 2 shared cores would be taken from the gateway it measures).
-    Every arrival takes an idle connection or opens a new one, so nothing queues client-side."""
-
-    def __init__(self, port: int, body: bytes, timeout_s: float) -> None:
-        self.port, self.timeout_s = port, timeout_s
-        self.request = (
-            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self) -> tuple[int, dict[str, str], bytes]:
-        reader, writer = (
-            self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
-        )
-        try:
-            writer.write(self.request)
-            status, headers, body = await asyncio.wait_for(_read_response(reader), self.timeout_s)
-        except BaseException:
-            writer.close()
-            raise
-        self.idle.append((reader, writer))
-        return status, headers, body
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise ConnectionResetError(f"malformed status line {lines[0]!r}")
-    status = int(parts[1])
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
 
 
 LATENCY = re.compile(rb'"latency_ms":\s*([0-9.eE+-]+)')

@@ -56,6 +56,13 @@ def serve_cluster(tmp_path_factory):
     # HAProxy's stats and metrics ports are fixed (8404, 9101) unless moved: free ones here
     os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(_free_port()))
     os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
+    # HAProxy's config, admin socket and state live in /tmp/haproxy-serve unless moved: a
+    # second cluster on the machine (another test run) would overwrite them
+    haproxy = tmp_path_factory.mktemp("haproxy")
+    os.environ.setdefault("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(haproxy / "haproxy.cfg"))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_SOCKET_PATH", str(haproxy / "admin.sock"))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(haproxy))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_FILE", str(haproxy / "server-state"))
     from serving import runtime
     from serving.config import ServingConfig
 

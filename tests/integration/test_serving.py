@@ -232,10 +232,10 @@ def test_failed_variant_is_retried_once_on_the_next_best(client, digits):
     )
 
 
-def test_request_deadline_answers_503_before_a_slow_run_ends(client, digits):
-    """A request still queued at its deadline (timeout_ms in /v1, Triton's `timeout` in
-    microseconds in v2) gets 503 with Retry-After once the deadline passes, not when the
-    slow run it waits on finishes."""
+def test_request_that_cannot_meet_its_deadline_is_refused_at_once(client, digits):
+    """With every fp32 run 2 s slower (and its profile saying so), a pinned request with a
+    300 ms deadline (timeout_ms in /v1, Triton's `timeout` in microseconds in v2) gets 429
+    with Retry-After at once, naming the deadline, instead of waiting for the slow run."""
     import time
 
     from ray import serve
@@ -256,9 +256,9 @@ def test_request_deadline_answers_503_before_a_slow_run_ends(client, digits):
     finally:
         ingress.set_fault.remote("fp32", 0.0, 0.0).result()
     for response, elapsed_s in ((v1, v1_s), (v2, v2_s)):
-        assert response.status_code == 503, response.text
-        assert "timed out" in response.json()["error"] and response.headers["retry-after"] == "1"
-        assert elapsed_s < 1.5, f"answered after {elapsed_s:.2f} s: the deadline did not cut the wait"
+        assert response.status_code == 429, response.text
+        assert "deadline" in response.json()["error"] and response.headers["retry-after"] == "1"
+        assert elapsed_s < 1.5, f"answered after {elapsed_s:.2f} s: it waited for the slow run"
 
 
 def test_admin_reprofile_retimes_every_variant_and_routes_on_it(client):
