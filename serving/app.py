@@ -33,7 +33,7 @@ from serving.auth import KeyRing
 from serving.config import ServingConfig
 from serving.engine import CorruptArtifact, EngineSettings, RemoteEngine, VariantEngine
 from serving.gateway import Gateway
-from serving.http import create_app
+from serving.http import Limits, create_app
 from serving.inputs import InputDecoder, InputLimits, Preprocess
 from serving.logs import route_into_serve_log
 from serving.metrics import Metrics
@@ -47,13 +47,13 @@ class _Replica:
     """Per-process state the module-level FastAPI routes read (one replica per process)."""
 
     gateway: Gateway | None = None
-    max_body_bytes: int = 8 << 20
+    limits: Limits = Limits()
     keys: KeyRing | None = None  # None: API keys off
     admin: Admin | None = None
 
 
 http_app = create_app(
-    lambda: _Replica.gateway, lambda: _Replica.max_body_bytes, lambda: _Replica.keys, lambda: _Replica.admin
+    lambda: _Replica.gateway, lambda: _Replica.limits, lambda: _Replica.keys, lambda: _Replica.admin
 )
 
 
@@ -165,7 +165,7 @@ class Ingress:
     ) -> None:
         route_into_serve_log()
         app_config = AppConfig.model_validate(config)
-        _Replica.max_body_bytes = app_config.serving.max_body_bytes
+        _Replica.limits = Limits(app_config.serving.max_body_bytes, app_config.serving.max_in_flight)
         if app_config.serving.auth.enabled:
             _Replica.keys = KeyRing.load(app_config.serving.auth, settings.api_keys())
         engines = None

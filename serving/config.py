@@ -53,6 +53,12 @@ class ServingConfig(BaseModel):
         0.0, ge=0, description="extra wait for a batch to fill; arrivals during a run batch anyway"
     )
     max_queued_per_variant: int = Field(256, ge=1, description="beyond this, answer 429")
+    max_in_flight: int = Field(
+        128,
+        ge=1,
+        description="inference requests inside one replica at once; past it 503 before the body is "
+        "read (under overload a refusal must cost far less than an answer)",
+    )
     max_ongoing_requests: int = Field(256, ge=1, description="Ray Serve, per replica")
     max_queued_requests: int = Field(
         1024, ge=1, description="Ray Serve, per deployment handle: past it Serve sheds load itself"

@@ -1,7 +1,7 @@
 """The HTTP surface: FastAPI routes for /v1 and the Open Inference Protocol (v2),
 JSON errors, request ids. Everything it decides comes from ``Gateway``.
 
-    app = create_app(lambda: gateway, lambda: 8 << 20)  # getters: None until the gateway is ready
+    app = create_app(lambda: gateway, lambda: Limits())  # getters: None until the gateway is ready
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import schemas
 from serving.auth import AuthError, KeyRing
@@ -51,9 +53,11 @@ class V2InferRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
     def wants_binary_output(self) -> bool:
-        return bool(self.parameters.get("binary_data_output")) or any(
-            o.get("parameters", {}).get("binary_data") for o in self.outputs
-        )
+        def asks(output: dict[str, Any]) -> bool:
+            parameters = output.get("parameters")
+            return isinstance(parameters, dict) and bool(parameters.get("binary_data"))
+
+        return bool(self.parameters.get("binary_data_output")) or any(asks(o) for o in self.outputs)
 
 
 class AdminOps(Protocol):
@@ -68,13 +72,26 @@ BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data e
 V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the front door refuses before the body is read."""
+
+    max_body_bytes: int = 8 << 20
+    max_in_flight: int = 1 << 30  # inference requests inside this process at once
+
+
+INFERENCE_PATHS = ("/v1/predict", "/infer")
+
+
 class RequestContext:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request):
-    gives each request its id and a metrics trace, refuses oversized bodies up front, and
-    records the answer's status for inference requests."""
+    gives each request its id and a metrics trace, refuses oversized bodies and requests
+    past ``max_in_flight`` up front (reading no body: under overload a refusal must cost far
+    less than an answer), and records the answer's status for inference requests."""
 
-    def __init__(self, app, gateway: Callable[[], Gateway | None], max_body_bytes: Callable[[], int]):
-        self.app, self.gateway, self.max_body_bytes = app, gateway, max_body_bytes
+    def __init__(self, app, gateway: Callable[[], Gateway | None], limits: Callable[[], Limits]):
+        self.app, self.gateway, self.limits = app, gateway, limits
+        self.in_flight = 0  # inference requests inside the app now
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -95,9 +112,18 @@ class RequestContext:
                     message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        length, limit = headers.get(b"content-length", b""), self.max_body_bytes()
+        limits = self.limits()
+        length, limit = headers.get(b"content-length", b""), limits.max_body_bytes
+        inference = scope["method"] == "POST" and scope["path"].endswith(INFERENCE_PATHS)
+        admitted = inference and self.in_flight < limits.max_in_flight
+        if admitted:
+            self.in_flight += 1
         try:
-            if length.isdigit() and int(length) > limit:
+            if inference and not admitted:
+                busy = f"{self.in_flight} requests in flight (serving.max_in_flight {limits.max_in_flight})"
+                response = _error(503, f"overloaded: {busy}", retry_after_s=1)
+                await response(scope, receive, send_with_id)
+            elif length.isdigit() and int(length) > limit:
                 response = _error(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
                 await response(scope, receive, send_with_id)
             elif not length.isdigit() and scope["method"] in ("POST", "PUT", "PATCH"):
@@ -111,8 +137,9 @@ class RequestContext:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            if admitted:
+                self.in_flight -= 1
             current = self.gateway()
-            inference = scope["method"] == "POST" and scope["path"].endswith(("/v1/predict", "/infer"))
             if inference and status is not None and current is not None and current.metrics is not None:
                 current.metrics.request(trace, status)
 
@@ -144,7 +171,7 @@ async def _bounded_body(receive, limit: int):
 
 def create_app(
     gateway: Callable[[], Gateway | None],
-    max_body_bytes: Callable[[], int],
+    limits: Callable[[], Limits],
     keys: Callable[[], KeyRing | None] = lambda: None,
     admin_ops: Callable[[], AdminOps | None] = lambda: None,
 ) -> FastAPI:
@@ -184,7 +211,7 @@ def create_app(
             raise GatewayError(503, "not ready: admin operations start with the gateway", retry_after_s=5)
         return ops
 
-    app.add_middleware(RequestContext, gateway=gateway, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestContext, gateway=gateway, limits=limits)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, error: GatewayError):
@@ -203,6 +230,14 @@ def create_app(
     @app.exception_handler(InputError)
     async def input_error(request: Request, error: InputError):
         return _error(error.status, str(error), field=error.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """Starlette's own answers (404 unknown path, 405, 400 unparsable body) as JSON errors."""
+        response = _error(error.status_code, str(error.detail))
+        for name, value in (error.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -379,9 +414,11 @@ def _v2_tensor(tensor: V2Tensor, binary: bytes) -> np.ndarray:
         else:
             size = int(tensor.parameters.get("binary_data_size", len(binary)))
             x = np.frombuffer(binary[:size], dtype=dtype).reshape(tensor.shape).astype(np.float32)
-    except (ValueError, TypeError):
-        raise GatewayError(422, f"inputs[0]: the data does not fill shape {tensor.shape}") from None
-    return x if x.ndim == 4 else x[None]
+    except (ValueError, TypeError, OverflowError):
+        raise GatewayError(
+            422, f"inputs[0]: the data does not fill shape {tensor.shape} with float32-range numbers"
+        ) from None
+    return x[None] if x.ndim == 3 else x  # one image [C, H, W]; other ranks fail check_batch
 
 
 def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -390,9 +427,9 @@ def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> d
     routing: dict[str, Any] = {"slo": slo or None, "strict": bool(parameters.get("strict", False))}
     timeout = parameters.get("timeout")  # Triton's request parameter, in microseconds
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise GatewayError(422, f"parameters.timeout: microseconds as a number, got {timeout!r}")
-        routing["timeout_ms"] = timeout / 1000
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout < 1e15:
+            raise GatewayError(422, f"parameters.timeout: microseconds, a number from 1, got {timeout!r}")
+        routing["timeout_ms"] = float(timeout) / 1000
     if name in gateway.entries:
         return {**routing, "variant": name}
     if name in gateway.tiers:

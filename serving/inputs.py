@@ -55,8 +55,10 @@ class InputDecoder:
         """One image ``[C, H, W]`` or a batch ``[N, C, H, W]`` of numbers, checked."""
         try:
             array = np.asarray(values, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise InputError(f"{field}: must be a rectangular nested list of numbers", field) from None
+        except (ValueError, TypeError, OverflowError):
+            raise InputError(
+                f"{field}: must be a rectangular nested list of float32-range numbers", field
+            ) from None
         if array.size == 0:
             raise InputError(f"{field}: the batch is empty", field)
         if array.ndim == 3:
@@ -67,6 +69,9 @@ class InputDecoder:
         return self.check_batch(array, field)
 
     def check_batch(self, array: np.ndarray, field: str) -> np.ndarray:
+        if array.ndim != 4:
+            got = list(array.shape)
+            raise InputError(f"{field}: expected [C, H, W] or {self._shape_text()}, got {got}", field)
         if len(array) == 0:
             raise InputError(f"{field}: the batch is empty", field)
         if len(array) > self.limits.max_batch:
@@ -102,7 +107,8 @@ class InputDecoder:
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
-        except (OSError, ValueError) as error:  # truncated data surfaces only when decoding
+        except (OSError, ValueError, SyntaxError) as error:  # bad data surfaces only when decoding
+            # (Pillow raises SyntaxError for a malformed PNG chunk sequence)
             raise InputError(f"{field}: cannot decode the image: {error}", field) from None
         tensor = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
         if self.preprocess.mean is not None and self.preprocess.std is not None:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +61,9 @@ def serve_cluster(tmp_path_factory):
     os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
     # HAProxy's config, admin socket and state live in /tmp/haproxy-serve unless moved: a
     # second cluster on the machine (another test run) would overwrite them
-    haproxy = tmp_path_factory.mktemp("haproxy")
+    # (a short folder: Ray adds a 56-character one below it, and a unix socket path must
+    # fit in HAProxy's 97 characters)
+    haproxy = Path(tempfile.mkdtemp(prefix="tg-haproxy-"))
     os.environ.setdefault("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(haproxy / "haproxy.cfg"))
     os.environ.setdefault("RAY_SERVE_HAPROXY_SOCKET_PATH", str(haproxy / "admin.sock"))
     os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(haproxy))
@@ -72,6 +77,7 @@ def serve_cluster(tmp_path_factory):
         yield serving, tmp_path_factory.mktemp("serve-cache")
     finally:
         runtime.stop()
+        shutil.rmtree(haproxy, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

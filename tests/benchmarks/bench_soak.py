@@ -1,0 +1,221 @@
+"""Benchmark: the long reliability runs, against `tiergate serve` on 127.0.0.1.
+
+soak   The capacity of the whole gateway is measured first (wrk, closed loop, 32
+       connections on the tier: the answers per second it sustains). Then an open-loop
+       Poisson load of --factor (5) times that is offered for --seconds (60). Reported:
+       requests sent and answered by status, the slowest answer against the deadline
+       (serving.request_timeout_s), latency of served and of refused requests, the RSS of
+       every process before, at peak and after, and how long after the load stops a
+       request is served again within the tier's bound.
+kill   The per_variant topology under an open-loop load of --kill-load (0.5) times the
+       capacity, measured the same way; a third of the way in, the process of the
+       replica serving most of the tier's traffic is killed (SIGKILL). Reported: requests
+       by status (the target is none failed: each has a feasible alternative), how many
+       were retried, and when the variant came back on the menu after re-profiling.
+
+    .venv/bin/python -m tests.benchmarks.bench_soak [--runs soak kill] [--seconds 60]
+
+Needs a warm cache (`tiergate compress`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+
+from tests.benchmarks.bench_gateway import GATEWAY, wait_ready, wrk
+from tests.benchmarks.bench_startup import tree_rss_mb
+from tests.loadgen import Answer, open_loop
+
+URL = f"http://127.0.0.1:{GATEWAY}"
+
+
+def start(overrides: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "tiergate.cli", "serve", *(f"--set={item}" for item in overrides)]
+    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(f"{URL}/readyz", timeout_s=600)
+    return gateway
+
+
+def stop(gateway: subprocess.Popen) -> None:
+    gateway.send_signal(signal.SIGINT)
+    gateway.wait(180)
+
+
+def request_body(tier: str) -> dict:
+    shape = httpx.get(f"{URL}/v2/models/fp32").json()["inputs"][0]["shape"][1:]
+    return {"inputs": np.random.default_rng(0).random(shape).round(4).tolist(), "tier": tier}
+
+
+def capacity(body: dict, seconds: int = 5) -> float:
+    """Answers 200 per second in a closed loop of 32 connections."""
+    measured = wrk(f"{URL}/v1/predict", body, 32, seconds)
+    return measured["rps"] - measured["errors"] / seconds
+
+
+def run_load(body: dict, rate: float, seconds: float) -> tuple[list[Answer], float]:
+    """(answers, seconds over which they were sent): a sender that falls behind its
+    schedule shows as a lower achieved rate."""
+    answers = asyncio.run(open_loop(GATEWAY, json.dumps(body).encode(), rate, seconds, timeout_s=30))
+    return answers, max(a.sent_at_s for a in answers)
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "-"
+    p50, p99 = np.percentile(values, [50, 99])
+    return f"{p50:.1f} / {p99:.1f} / {max(values):.1f}"
+
+
+def soak(args: argparse.Namespace) -> None:
+    gateway = start(args.set)
+    try:
+        tiers = httpx.get(f"{URL}/v1/tiers").json()
+        bound_ms = tiers[args.tier]["max_latency_ms"]
+        body = request_body(args.tier)
+        carried = capacity(body)
+        rate = args.factor * carried
+        time.sleep(2)
+        rss_before = tree_rss_mb(gateway.pid)
+        peak, done = [rss_before], threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.5):
+                peak[0] = max(peak[0], tree_rss_mb(gateway.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            answers, sent_s = run_load(body, rate, args.seconds)
+        finally:
+            done.set()
+            sampler.join()
+        load_ended = time.monotonic()
+        recovered_s = None
+        while time.monotonic() - load_ended < 60:
+            sent = time.perf_counter()
+            response = httpx.post(f"{URL}/v1/predict", json=body, timeout=10)
+            if response.status_code == 200 and (time.perf_counter() - sent) * 1000 <= bound_ms:
+                recovered_s = time.monotonic() - load_ended
+                break
+            time.sleep(0.05)
+        time.sleep(5)
+        rss_after = tree_rss_mb(gateway.pid)
+    finally:
+        stop(gateway)
+    statuses = Counter(a.status for a in answers)
+    served = [a.latency_ms for a in answers if a.status == 200]
+    refused = [a.latency_ms for a in answers if a.status in (429, 503)]
+    within = sum(ms <= bound_ms for ms in served)
+    deadline_ms = 1000 * args.request_timeout_s
+    print(f"\n### soak: {args.factor:g}x capacity for {args.seconds:g} s, "
+          f"tier {args.tier} (bound {bound_ms} ms)\n")  # fmt: skip
+    print("| measure | value |\n|---|---|")
+    rows = {
+        "capacity (closed loop, 32 connections, answers 200/s)": f"{carried:.0f}",
+        "offered rate (target / achieved by the sender)": f"{rate:.0f} / {len(answers) / sent_s:.0f} req/s",
+        "requests sent": len(answers),
+        "answered, by status": ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str)),
+        "no answer (client timeout, reset)": sum(n for k, n in statuses.items() if not isinstance(k, int)),
+        "served 200 (within the bound)": f"{len(served)} ({within}), {len(served) / args.seconds:.0f}/s",
+        "latency ms of 200s: p50 / p99 / max": percentiles(served),
+        "latency ms of 429/503s: p50 / p99 / max": percentiles(refused),
+        "slowest answer / deadline": f"{max(a.latency_ms for a in answers):.0f} ms / {deadline_ms:.0f} ms",
+        "RSS MB before / peak / 5 s after": f"{rss_before:.0f} / {peak[0]:.0f} / {rss_after:.0f}",
+        "served in bound again after the load": "no" if recovered_s is None else f"{recovered_s:.2f} s",
+    }  # fmt: skip
+    for label, value in rows.items():
+        print(f"| {label} | {value} |")
+
+
+def replica_pid(variant: str) -> int:
+    """The process of the Serve replica that runs ``variant`` (per_variant topology)."""
+    title = f"ServeReplica:tiergate:variant-{variant.replace('+', '-')}"
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines()[1:] if title in line and "ray::" in line]
+    if len(pids) != 1:
+        sys.exit(f"expected one replica process titled {title}, found {pids}")
+    return pids[0]
+
+
+def kill(args: argparse.Namespace) -> None:
+    gateway = start(["serving.topology=per_variant", *args.set])
+    try:
+        body = request_body(args.tier)
+        carried = capacity(body)
+        chosen = httpx.post(f"{URL}/v1/route", json={"tier": args.tier}).json()["variant"]
+        rate = args.kill_load * carried
+        time.sleep(2)
+        killed_at: list[float] = []
+
+        def killer() -> None:
+            time.sleep(args.kill_seconds / 3)
+            os.kill(replica_pid(chosen), signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        thread = threading.Thread(target=killer)
+        load_started = time.monotonic()
+        thread.start()
+        answers, _ = run_load(body, rate, args.kill_seconds)
+        thread.join()
+        back_s = None
+        while time.monotonic() - killed_at[0] < 120:
+            rows = httpx.get(f"{URL}/v1/variants").json()["variants"]
+            live = next(v for v in rows if v["name"] == chosen)["live"]
+            if live["available"] and live["reprofiles"] >= 1:
+                back_s = time.monotonic() - killed_at[0]
+                break
+            time.sleep(0.5)
+    finally:
+        stop(gateway)
+    statuses = Counter(a.status for a in answers)
+    retried = sum(b'"retried_from":"' in a.body for a in answers)
+    kill_s = killed_at[0] - load_started
+    after = [a for a in answers if a.sent_at_s >= kill_s]
+    served_by = Counter(a.headers.get("x-tiergate-variant", "?") for a in after if a.status == 200)
+    print(f"\n### kill: {chosen}'s replica process killed {kill_s:.1f} s into {args.kill_seconds:g} s "
+          f"at {args.kill_load:g}x capacity ({rate:.0f} req/s), per_variant, tier {args.tier}\n")  # fmt: skip
+    print("| measure | value |\n|---|---|")
+    rows = {
+        "requests sent": len(answers),
+        "answered, by status": ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str)),
+        "failed (not 200)": sum(n for k, n in statuses.items() if k != 200),
+        "retried on another variant (retried_from set)": retried,
+        "served by, after the kill": ", ".join(f"{k}: {v}" for k, v in served_by.most_common()),
+        f"{chosen} back on the menu, re-timed, after the kill": f"{back_s:.1f} s" if back_s else "no",
+    }
+    for label, value in rows.items():
+        print(f"| {label} | {value} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", choices=["soak", "kill"], default=["soak", "kill"])
+    parser.add_argument("--tier", default="balanced")
+    parser.add_argument("--factor", type=float, default=5.0, help="soak: offered load, x capacity")
+    parser.add_argument("--seconds", type=float, default=60.0, help="soak: seconds of overload")
+    parser.add_argument("--kill-load", type=float, default=0.5, help="kill: offered load, x capacity")
+    parser.add_argument("--kill-seconds", type=float, default=30.0)
+    parser.add_argument("--request-timeout-s", type=float, default=2.0, help="serving.request_timeout_s")
+    parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
+    args = parser.parse_args()
+    args.set = [f"serving.request_timeout_s={args.request_timeout_s}", *args.set]
+    if "soak" in args.runs:
+        soak(args)
+    if "kill" in args.runs:
+        kill(args)
+
+
+if __name__ == "__main__":
+    main()
