@@ -8,7 +8,7 @@ APT_PACKAGES := dataset-fashion-mnist prometheus
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 PROMETHEUS := /usr/bin/promtool
 
-.PHONY: install system-deps run compress test test-unit lint bench clean
+.PHONY: install system-deps run compress test test-unit lint bench soak clean
 
 install: system-deps $(STAMP)
 
@@ -54,6 +54,13 @@ bench: install
 	$(BIN)/python -m tests.benchmarks.bench_gateway --pin --concurrency 1 8 32
 	$(BIN)/python -m tests.benchmarks.bench_overload --plot benchmarks/overload.png
 	$(BIN)/python -m tests.benchmarks.bench_startup
+
+# the long reliability runs (minutes): 5x the gateway's capacity for 60 s, then a variant
+# replica killed under load in the per_variant topology
+soak: install
+	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
+	$(BIN)/tiergate compress >/dev/null
+	$(BIN)/python -m tests.benchmarks.bench_soak --runs soak kill
 
 clean:
 	rm -rf .tiergate-cache .pytest_cache
