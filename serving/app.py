@@ -308,6 +308,9 @@ def _variant_deployment(
     return VariantServer.options(**options).bind(payload, menu, name)
 
 
-def app_builder(args: dict[str, str]) -> Application:
-    """Entry point for ``serve run serving.app:app_builder config=PATH``."""
-    return build_application(load_config(Path(args["config"]) if "config" in args else None))
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for ``serve run serving.app:app_builder config=PATH``; any other argument
+    is a dotted override of the config, as ``tiergate serve --set`` takes them
+    (``serving.auth.enabled: true`` in a Serve config file's ``args``)."""
+    overrides = {key: value for key, value in args.items() if key != "config"}
+    return build_application(load_config(Path(args["config"]) if "config" in args else None, overrides))

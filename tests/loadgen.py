@@ -80,11 +80,14 @@ class Answer:
 
 async def open_loop(
     port: int, body: bytes, rate_per_s: float, seconds: float, timeout_s: float, seed: int = 0,
-    path: str = "/v1/predict",
+    path: str = "/v1/predict", max_connections: int | None = None,
 ) -> list[Answer]:  # fmt: skip
     """Poisson arrivals at ``rate_per_s`` for ``seconds`` (each request leaves on schedule,
-    whether or not earlier ones were answered); every answer once the stragglers are in."""
+    whether or not earlier ones were answered); every answer once the stragglers are in.
+    With ``max_connections`` (a load balancer's cap), an arrival that finds them all busy
+    waits for one, and its latency counts from its scheduled time."""
     connections = Connections(port, body, timeout_s, path)
+    slots = asyncio.Semaphore(max_connections) if max_connections else None
     rng = random.Random(seed)
     start = time.perf_counter()
     tasks, next_at = [], 0.0
@@ -92,17 +95,21 @@ async def open_loop(
         delay = start + next_at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(connections, time.perf_counter() - start)))
+        tasks.append(asyncio.create_task(_one(connections, time.perf_counter() - start, slots)))
         next_at += rng.expovariate(rate_per_s)
     answers = await asyncio.gather(*tasks)
     connections.close()
     return answers
 
 
-async def _one(connections: Connections, sent_at_s: float) -> Answer:
+async def _one(connections: Connections, sent_at_s: float, slots: asyncio.Semaphore | None) -> Answer:
     started = time.perf_counter()
     try:
-        status, headers, body = await connections.post()
+        if slots is None:
+            status, headers, body = await connections.post()
+        else:
+            async with slots:
+                status, headers, body = await connections.post()
     except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
         status, headers, body = type(error).__name__, {}, b""
     return Answer(status, sent_at_s, (time.perf_counter() - started) * 1000, headers, body)

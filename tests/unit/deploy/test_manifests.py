@@ -63,6 +63,23 @@ def test_serve_config_path_loads_from_the_repository():
     assert load_config(ROOT / relative).model.name
 
 
+def test_every_deployment_turns_api_keys_on():
+    """The Serve config, the RayService (keys from a Secret in every pod) and compose (keys
+    from the environment) all run with serving.auth.enabled, and the override loads."""
+    local = yaml.safe_load((DEPLOY / "serve-config.yaml").read_text())["applications"][0]["args"]
+    for args in (local, serve_config().applications[0].args):
+        assert args["serving.auth.enabled"] is True
+        overrides = {key: value for key, value in args.items() if key != "config"}
+        assert load_config(ROOT / local["config"], overrides).serving.auth.enabled
+    for group in GROUPS:
+        (container,) = group["template"]["spec"]["containers"]
+        (keys,) = [e for e in container["env"] if e["name"] == "TIERGATE_API_KEYS"]
+        assert keys["valueFrom"]["secretKeyRef"]["name"] == "tiergate-api-keys"
+    gateway = COMPOSE["services"]["gateway"]
+    assert "serving.auth.enabled=true" in gateway["command"]
+    assert "TIERGATE_API_KEYS" in gateway["environment"]
+
+
 @pytest.mark.parametrize("group", GROUPS, ids=lambda group: group.get("groupName", "head"))
 def test_pods_export_metrics_and_share_the_cache(group):
     """Every Ray pod exports metrics on 8080, is annotated for scraping and mounts the shared cache."""
@@ -91,7 +108,7 @@ def test_compose_runs_gateway_prometheus_and_grafana():
     gateway = services["gateway"]
     assert (DEPLOY / gateway["build"] / "Dockerfile").is_file()
     assert {"8000:8000", "8080:8080"} <= set(gateway["ports"])
-    assert gateway["command"] == ["serve", "--host", "0.0.0.0"]
+    assert gateway["command"][:3] == ["serve", "--host", "0.0.0.0"]
     assert services["grafana"]["ports"] == ["3000:3000"]
 
 
