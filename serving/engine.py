@@ -178,15 +178,24 @@ class VariantEngine:
         self._pending.append(pending)
         self.stats.in_flight += 1
         self._wake.set()
+        # at the deadline the future fails (the batcher skips answered futures): a timer
+        # handle per request, cheaper than wrapping the wait in asyncio.wait_for
+        # (call_later: a loop's own clock need not be time.monotonic(); uvloop's is not)
+        timer = None
+        if deadline is not None:
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, pending)
         try:
-            if deadline is None:
-                return await pending.future
-            # on timeout wait_for cancels the future, and the batcher skips cancelled requests
-            return await asyncio.wait_for(pending.future, max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued") from None
+            return await pending.future
         finally:
             self.stats.in_flight -= 1
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, pending: _Pending) -> None:
+        if not pending.future.done():
+            pending.future.set_exception(
+                DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued")
+            )
 
     def expected_wait_ms(self, images: int = 1) -> float:
         """Until ``images`` more would be answered: the queued images in full batches, plus
