@@ -102,6 +102,8 @@ class InputDecoder:
             raise InputError(f"{field}: not valid base64", field) from None
         image = self._open(raw, field)
         channels, height, width = self.input_shape
+        if image.format == "JPEG":  # decode at the smallest DCT scale that still covers the model's size
+            image.draft("L" if channels == 1 else "RGB", (width, height))
         try:
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (width, height):
