@@ -189,8 +189,7 @@ class Ingress:
         engine = _Replica.gateway.engines[variant]
         if not isinstance(engine, VariantEngine):
             raise TypeError(f"{variant} runs in its own deployment: kill its replica instead")
-        engine.inject_fault(rate, delay_s)
-        _Replica.gateway.refresh()
+        engine.inject_fault(rate, delay_s)  # the gateway re-reads its profile (on_change)
 
 
 async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> dict[str, RemoteEngine]:

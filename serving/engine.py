@@ -99,6 +99,7 @@ class VariantEngine:
         self.latency_p95_ms = None  # set by profile(): p95 per batch size, timed where it serves
         self.profile_s: float | None = None
         self.on_batch: Callable[[str, int], None] | None = None  # e.g. Metrics.batch
+        self.on_change: Callable[[], None] | None = None  # the gateway refreshes its catalog
         self.fault_rate = 0.0  # fraction of runs that raise InjectedFault (chaos testing only)
         self.fault_delay_s = 0.0  # extra seconds every run takes (chaos testing only)
         self._unfaulted_p95_ms: dict[int, float] | None = None
@@ -134,6 +135,8 @@ class VariantEngine:
         slowed = {b: ms + 1000 * delay_s for b, ms in self._unfaulted_p95_ms.items()}
         self.latency_p95_ms = slowed or None
         self.fault_rate, self.fault_delay_s = rate, delay_s
+        if self.on_change is not None:
+            self.on_change()
 
     def profile(self, input_shape: tuple[int, ...], batch_sizes: tuple[int, ...], budget_s: float) -> None:
         """Time this session in the process, thread count and CPU share that will serve it,
@@ -200,12 +203,9 @@ class VariantEngine:
     def expected_wait_ms(self, images: int = 1) -> float:
         """Until ``images`` more would be answered: the queued images in full batches, plus
         the batch running now, at the profiled speed scaled by the recent slowdown."""
-        if self._profile is None:
-            return 0.0
         queued = self._images_pending() + images
-        batch = min(queued, self.settings.max_batch_size)
         batches = math.ceil(queued / self.settings.max_batch_size) + (1 if self._running else 0)
-        return batches * service_time_ms(self._profile, batch) * self.stats.slowdown
+        return batches * self._run_ms(min(queued, self.settings.max_batch_size))
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -259,7 +259,7 @@ class VariantEngine:
         is answered ``DeadlineExceeded`` now instead of taking a run whose answer would come
         too late (under overload, running those would leave no run for anyone else)."""
         taken, images = [], 0
-        now, run_s = time.monotonic(), self._run_s()
+        now, run_s = time.monotonic(), self._run_ms(1) / 1000
         while self._pending and (
             not taken or images + len(self._pending[0].x) <= self.settings.max_batch_size
         ):
@@ -275,11 +275,12 @@ class VariantEngine:
             images += len(request.x)
         return taken
 
-    def _run_s(self) -> float:
-        """Expected seconds of a batch-1 run now (0 before profiling)."""
+    def _run_ms(self, batch_size: int) -> float:
+        """Expected ms of one run of ``batch_size`` now: profiled, times the recent slowdown
+        (0 before profiling)."""
         if self._profile is None:
             return 0.0
-        return service_time_ms(self._profile, 1) * self.stats.slowdown / 1000
+        return service_time_ms(self._profile, batch_size) * self.stats.slowdown
 
     def close(self) -> None:
         if self._worker is not None:

@@ -69,7 +69,7 @@ class Gateway:
         self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
         self.refresh()
         for engine in self.engines.values():
-            engine.on_change = self.refresh  # a remote variant going down or coming back
+            engine.on_change = self.refresh  # a profile changed, or a remote variant went down or came back
 
     def refresh(self) -> None:
         """Rebuild the routing catalog: the menu is fixed for a gateway's life, so this runs

@@ -61,12 +61,7 @@ class InputDecoder:
             ) from None
         if array.size == 0:
             raise InputError(f"{field}: the batch is empty", field)
-        if array.ndim == 3:
-            array = array[None]
-        if array.ndim != 4:
-            got = list(array.shape)
-            raise InputError(f"{field}: expected [C, H, W] or {self._shape_text()}, got {got}", field)
-        return self.check_batch(array, field)
+        return self.check_batch(array[None] if array.ndim == 3 else array, field)
 
     def check_batch(self, array: np.ndarray, field: str) -> np.ndarray:
         if array.ndim != 4:

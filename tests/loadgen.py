@@ -7,6 +7,7 @@ answers = asyncio.run(open_loop(port, body, rate_per_s=300, seconds=3, timeout_s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -105,11 +106,8 @@ async def open_loop(
 async def _one(connections: Connections, sent_at_s: float, slots: asyncio.Semaphore | None) -> Answer:
     started = time.perf_counter()
     try:
-        if slots is None:
+        async with slots or contextlib.nullcontext():
             status, headers, body = await connections.post()
-        else:
-            async with slots:
-                status, headers, body = await connections.post()
     except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
         status, headers, body = type(error).__name__, {}, b""
     return Answer(status, sent_at_s, (time.perf_counter() - started) * 1000, headers, body)

@@ -25,19 +25,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
 
 from tests.benchmarks.bench_gateway import GATEWAY, wait_ready
-from tests.loadgen import Connections
+from tests.loadgen import Answer, open_loop
 
 URL = f"http://127.0.0.1:{GATEWAY}"
 
@@ -57,36 +55,17 @@ class Step:
 LATENCY = re.compile(rb'"latency_ms":\s*([0-9.eE+-]+)')
 
 
-async def run_step(connections: Connections, step: Step, seconds: float, seed: int) -> None:
-    """Poisson arrivals at ``step.rate`` for ``seconds``; waits for the stragglers after."""
-    rng = random.Random(seed)
-    tasks = []
-    start = time.perf_counter()
-    next_at = 0.0
-    while next_at < seconds:
-        delay = start + next_at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(connections, step)))
+def record(step: Step, answers: list[Answer]) -> None:
+    """Fold one step's answers (from ``tests.loadgen.open_loop``) into ``step``."""
+    for answer in answers:
         step.sent += 1
-        next_at += rng.expovariate(step.rate)
-    await asyncio.gather(*tasks)
-
-
-async def _one(connections: Connections, step: Step) -> None:
-    started = time.perf_counter()
-    try:
-        status, headers, body = await connections.post()
-        code = str(status)
-    except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
-        code, status = type(error).__name__, None
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    step.statuses[code] = step.statuses.get(code, 0) + 1
-    if status == 200:
-        step.latencies_ms.append(elapsed_ms)
-        step.gateway_ms.append(float(LATENCY.search(body).group(1)))
-        variant = headers.get("x-tiergate-variant", "?")
-        step.served_by[variant] = step.served_by.get(variant, 0) + 1
+        code = str(answer.status)
+        step.statuses[code] = step.statuses.get(code, 0) + 1
+        if answer.status == 200:
+            step.latencies_ms.append(answer.latency_ms)
+            step.gateway_ms.append(float(LATENCY.search(answer.body).group(1)))
+            variant = answer.headers.get("x-tiergate-variant", "?")
+            step.served_by[variant] = step.served_by.get(variant, 0) + 1
 
 
 def summarize(step: Step, bound_ms: float, accuracy: dict[str, float], seconds: float) -> dict:
@@ -133,9 +112,9 @@ async def measure(args: argparse.Namespace) -> list[dict]:
                 if args.modes and mode.split()[0] not in args.modes:
                     continue
                 step = Step(mode, load, capacity * load)
-                connections = Connections(GATEWAY, json.dumps(body).encode(), args.timeout)
-                await run_step(connections, step, args.seconds, seed=int(load * 100))
-                connections.close()
+                answers = await open_loop(GATEWAY, json.dumps(body).encode(), step.rate, args.seconds,
+                                          args.timeout, seed=int(load * 100))  # fmt: skip
+                record(step, answers)
                 row = summarize(step, bound_ms, accuracy, args.seconds)
                 rows.append(row)
                 print(_row(row), flush=True)
