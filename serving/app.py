@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -32,11 +33,12 @@ from profiles.menu import Menu, MenuEntry
 from serving.auth import KeyRing
 from serving.config import ServingConfig
 from serving.engine import CorruptArtifact, EngineSettings, RemoteEngine, VariantEngine
+from serving.frontdoor import Door, Limits
 from serving.gateway import Gateway
-from serving.http import Limits, create_app
+from serving.http import create_app
 from serving.inputs import InputDecoder, InputLimits, Preprocess
 from serving.logs import route_into_serve_log
-from serving.metrics import Metrics
+from serving.metrics import Metrics, Trace
 from tiergate import settings
 from tiergate.config import AppConfig, load_config
 
@@ -53,7 +55,11 @@ class _Replica:
 
 
 http_app = create_app(
-    lambda: _Replica.gateway, lambda: _Replica.limits, lambda: _Replica.keys, lambda: _Replica.admin
+    lambda: _Replica.gateway,
+    lambda: _Replica.limits,
+    lambda: _Replica.keys,
+    lambda: _Replica.admin,
+    lambda: Door.admission,  # one count per process, whichever layer admits
 )
 
 
@@ -63,6 +69,7 @@ def engine_settings(serving: ServingConfig) -> EngineSettings:
         max_batch_size=serving.max_batch_size,
         batch_wait_timeout_s=serving.batch_wait_timeout_s,
         max_queued=serving.max_queued_per_variant,
+        run_niceness=serving.run_niceness,
     )
 
 
@@ -114,6 +121,10 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
                 engines[entry.name] = open_engine(entry, menu, serving)
             except (CorruptArtifact, OSError) as error:
                 log.error("variant %s left out of the menu: %s", entry.name, error)
+    slots = asyncio.Semaphore(concurrent_runs(serving))
+    for engine in engines.values():
+        if isinstance(engine, VariantEngine):
+            engine.run_slots = slots
     if menu.variants[0].name not in engines:
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
     limits = InputLimits(serving.max_batch_images, serving.max_body_bytes, serving.max_image_pixels)
@@ -122,6 +133,13 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
         menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s,
         serving.latency_headroom, serving.request_timeout_s,
     )  # fmt: skip
+
+
+def concurrent_runs(serving: ServingConfig) -> int:
+    """serving.max_concurrent_runs, else one less than the cores this process may use."""
+    if serving.max_concurrent_runs is not None:
+        return serving.max_concurrent_runs
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def _preprocess(data: DataConfig) -> Preprocess:
@@ -165,9 +183,12 @@ class Ingress:
     ) -> None:
         route_into_serve_log()
         app_config = AppConfig.model_validate(config)
-        _Replica.limits = Limits(app_config.serving.max_body_bytes, app_config.serving.max_in_flight)
-        if app_config.serving.auth.enabled:
-            _Replica.keys = KeyRing.load(app_config.serving.auth, settings.api_keys())
+        serving = app_config.serving
+        _Replica.limits = Limits(
+            serving.max_body_bytes, serving.max_in_flight, max_loop_lag_s=serving.max_loop_lag_ms / 1000
+        )
+        if serving.auth.enabled:
+            _Replica.keys = KeyRing.load(serving.auth, settings.api_keys())
         engines = None
         if variants is not None:
             engines = await _remote_engines(variants, app_config.serving)
@@ -180,6 +201,7 @@ class Ingress:
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(gateway.metrics, gateway))
         _Replica.admin = Admin(app_config, menu, gateway)
         _Replica.gateway = gateway
+        Door.install(_Replica.limits, on_refusal=lambda: gateway.metrics.request(Trace(), 503))
         log.info("tiergate replica ready with %d variants", len(gateway.engines))
 
     def set_fault(self, variant: str, rate: float, delay_s: float = 0.0) -> None:

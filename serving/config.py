@@ -49,6 +49,21 @@ class ServingConfig(BaseModel):
     replicas: int = Field(1, ge=1)
     threads_per_variant: int = Field(1, ge=1, description="ORT intra-op threads per variant")
     max_batch_size: int = Field(32, ge=1, description="images per ORT run (dynamic batching)")
+    run_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="the thread that runs a variant's ORT sessions gets this much lower CPU priority "
+        "(nice) than the event loop, which then keeps reading, refusing and answering requests under "
+        "overload; the kernel caps nice at 19 (Ray starts replicas at 15)",
+    )
+    max_concurrent_runs: int | None = Field(
+        None,
+        ge=1,
+        description="ORT runs at once across all variants of a replica (default: its cores less one, "
+        "at least 1); more runs than cores time-slice the core the event loop needs to read, "
+        "refuse and answer requests",
+    )
     batch_wait_timeout_s: float = Field(
         0.0, ge=0, description="extra wait for a batch to fill; arrivals during a run batch anyway"
     )
@@ -58,6 +73,13 @@ class ServingConfig(BaseModel):
         ge=1,
         description="inference requests inside one replica at once; past it 503 before the body is "
         "read (under overload a refusal must cost far less than an answer)",
+    )
+    max_loop_lag_ms: float = Field(
+        100.0,
+        gt=0,
+        description="when the replica's event loop runs this far behind, inference requests get 503 "
+        "before the body is read: requests are then waiting unread on their sockets, and answering "
+        "them all would only lengthen that wait",
     )
     max_ongoing_requests: int = Field(256, ge=1, description="Ray Serve, per replica")
     max_queued_requests: int = Field(

@@ -11,10 +11,13 @@ past ``max_queued`` waiting requests ``infer`` raises ``QueueFull`` at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import math
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,15 @@ class EngineSettings:
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.0
     max_queued: int = 256
+    run_niceness: int = 0  # added to the nice value of the thread that runs ORT
+
+
+def _lower_priority(increment: int) -> None:
+    """Raise this thread's nice value by ``increment`` (Linux: nice is per thread; the
+    kernel caps it at 19; raising it needs no privilege)."""
+    if increment > 0 and hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
 
 
 @dataclass
@@ -108,8 +120,19 @@ class VariantEngine:
         self._pending: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+        # runs yield the CPU to the event loop (run_niceness): under overload the loop must
+        # keep reading, refusing and answering requests; a run can wait a little
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"ort-{name}",
+            initializer=_lower_priority,
+            initargs=(settings.run_niceness,),
+        )
         self._running = False  # a batch is in ORT now
+        # shared by every engine of the process (set by whoever opens them): at most that many
+        # ORT runs at once across variants, so that runs do not time-slice the cores the event
+        # loop needs to read, refuse and answer requests
+        self.run_slots: asyncio.Semaphore | None = None
 
     @classmethod
     def load(cls, name: str, path: Path, sha256: str, settings: EngineSettings) -> VariantEngine:
@@ -219,36 +242,45 @@ class VariantEngine:
             deadline = loop.time() + self.settings.batch_wait_timeout_s
             while self._images_pending() < self.settings.max_batch_size and loop.time() < deadline:
                 await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
-            batch = self._take_batch()
-            if not batch:  # every waiting request passed its deadline
-                continue
-            stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
-            started = time.perf_counter()
-            self._running = True
-            try:
-                logits = await loop.run_in_executor(self._executor, self.run, stacked)
-            except Exception as error:  # ORT errors go to every caller in the batch
-                self.stats.failed += len(batch)
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(error)
-            else:
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                self.stats.record(elapsed_ms, len(stacked))
-                if self._profile is not None:
-                    self.stats.record_slowdown(elapsed_ms / service_time_ms(self._profile, len(stacked)))
-                if self.on_batch is not None:
-                    self.on_batch(self.name, len(stacked))
-                self.stats.completed += len(batch)
-                offset = 0
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_result(logits[offset : offset + len(p.x)])
-                    offset += len(p.x)
-            finally:
-                self._running = False
+            ready = time.perf_counter()
+            async with self.run_slots or contextlib.nullcontext():
+                await self._run_batch(loop, ready)
             if self._pending:
                 self._wake.set()
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, ready: float) -> None:
+        """Take the oldest requests that fit one batch (deadlines checked now, as it starts),
+        run them, and answer each. ``ready``: when the batch could have started but for a
+        run slot; the slowdown routing uses counts that wait too."""
+        batch = self._take_batch()
+        if not batch:  # every waiting request passed its deadline
+            return
+        stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
+        started = time.perf_counter()
+        self._running = True
+        try:
+            logits = await loop.run_in_executor(self._executor, self.run, stacked)
+        except Exception as error:  # ORT errors go to every caller in the batch
+            self.stats.failed += len(batch)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+        else:
+            finished = time.perf_counter()
+            self.stats.record((finished - started) * 1000, len(stacked))
+            if self._profile is not None:
+                waited_ms = (finished - ready) * 1000
+                self.stats.record_slowdown(waited_ms / service_time_ms(self._profile, len(stacked)))
+            if self.on_batch is not None:
+                self.on_batch(self.name, len(stacked))
+            self.stats.completed += len(batch)
+            offset = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(logits[offset : offset + len(p.x)])
+                offset += len(p.x)
+        finally:
+            self._running = False
 
     def _images_pending(self) -> int:
         return sum(len(p.x) for p in self._pending)

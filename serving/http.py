@@ -10,7 +10,6 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import schemas
 from serving.auth import AuthError, KeyRing
+from serving.frontdoor import ADMITTED, Admission, Limits, is_inference, json_error, refusal
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputError
 from serving.logs import current_request_id
@@ -72,26 +72,15 @@ BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data e
 V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What the front door refuses before the body is read."""
-
-    max_body_bytes: int = 8 << 20
-    max_in_flight: int = 1 << 30  # inference requests inside this process at once
-
-
-INFERENCE_PATHS = ("/v1/predict", "/infer")
-
-
 class RequestContext:
-    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request):
-    gives each request its id and a metrics trace, refuses oversized bodies and requests
-    past ``max_in_flight`` up front (reading no body: under overload a refusal must cost far
-    less than an answer), and records the answer's status for inference requests."""
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request),
+    outermost in the app: gives each request its id and a metrics trace, admits inference
+    requests (``Admission``) unless ``FrontDoor`` did, refuses oversized bodies before
+    reading them, and records the answer's status for inference requests."""
 
-    def __init__(self, app, gateway: Callable[[], Gateway | None], limits: Callable[[], Limits]):
-        self.app, self.gateway, self.limits = app, gateway, limits
-        self.in_flight = 0  # inference requests inside the app now
+    def __init__(self, app, gateway: Callable[[], Gateway | None], limits: Callable[[], Limits],
+                 admission: Callable[[], Admission]):  # fmt: skip
+        self.app, self.gateway, self.limits, self.admission = app, gateway, limits, admission
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -114,15 +103,12 @@ class RequestContext:
 
         limits = self.limits()
         length, limit = headers.get(b"content-length", b""), limits.max_body_bytes
-        inference = scope["method"] == "POST" and scope["path"].endswith(INFERENCE_PATHS)
-        admitted = inference and self.in_flight < limits.max_in_flight
-        if admitted:
-            self.in_flight += 1
+        inference = is_inference(scope)
+        admission = self.admission() if inference and not scope.get(ADMITTED) else None
+        refused = admission.enter(limits) if admission is not None else None
         try:
-            if inference and not admitted:
-                busy = f"{self.in_flight} requests in flight (serving.max_in_flight {limits.max_in_flight})"
-                response = _error(503, f"overloaded: {busy}", retry_after_s=1)
-                await response(scope, receive, send_with_id)
+            if refused is not None:
+                await refusal(refused)(scope, receive, send_with_id)
             elif length.isdigit() and int(length) > limit:
                 response = _error(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
                 await response(scope, receive, send_with_id)
@@ -137,8 +123,8 @@ class RequestContext:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            if admitted:
-                self.in_flight -= 1
+            if admission is not None and refused is None:
+                admission.leave()
             current = self.gateway()
             if inference and status is not None and current is not None and current.metrics is not None:
                 current.metrics.request(trace, status)
@@ -174,7 +160,10 @@ def create_app(
     limits: Callable[[], Limits],
     keys: Callable[[], KeyRing | None] = lambda: None,
     admin_ops: Callable[[], AdminOps | None] = lambda: None,
-) -> FastAPI:
+    admission: Callable[[], Admission] | None = None,
+) -> RequestContext:
+    """The FastAPI app inside ``RequestContext``: outermost, so that a refusal at the front
+    door skips FastAPI's own middleware stack too."""
     app = FastAPI(
         title="tiergate", version=__version__, description="Routes each request to a compressed variant"
     )
@@ -210,8 +199,6 @@ def create_app(
         if ops is None or gateway() is None:
             raise GatewayError(503, "not ready: admin operations start with the gateway", retry_after_s=5)
         return ops
-
-    app.add_middleware(RequestContext, gateway=gateway, limits=limits)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, error: GatewayError):
@@ -309,7 +296,10 @@ def create_app(
         return {"keys": ops.reload_keys()}
 
     _add_v2_routes(app, ready, admit)
-    return app
+    if admission is None:
+        own = Admission()
+        admission = lambda: own  # noqa: E731
+    return RequestContext(app, gateway, limits, admission)
 
 
 def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) -> None:
@@ -440,8 +430,4 @@ def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> d
     raise GatewayError(404, f"model: unknown model {name!r}", known=known)
 
 
-def _error(status: int, message: str, **extra: object) -> JSONResponse:
-    headers = {}
-    if "retry_after_s" in extra:
-        headers["Retry-After"] = str(extra.pop("retry_after_s"))
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+_error = json_error

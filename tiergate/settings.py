@@ -28,6 +28,11 @@ def prepare_ray_environment(ingress: str) -> None:
     """Ray reads its feature flags from the environment of every process it starts, so
     they are set before Ray starts any."""
     os.environ.setdefault("RAY_EXPORT_COUNTER_AS_GAUGE", "0")  # counters once, as *_total
+    # Ray runs replica code on a second event loop in its own thread by default, shielding
+    # Ray's loop from user code that blocks; tiergate's never blocks (ORT runs and image
+    # decoding are in worker threads), and the hop between the loops costs each request
+    # CPU: measured, refusals 1.7x and answers ~1.15x cheaper on the replica's own loop
+    os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
     mode = ingress
     if mode == "haproxy":
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
@@ -35,3 +40,5 @@ def prepare_ray_environment(ingress: str) -> None:
         # gateway drains its in-flight requests in far less
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
         os.environ.setdefault("RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S", "5")
+        # admission ahead of Serve's per-request work in the replica (serving.frontdoor)
+        os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "serving.frontdoor:middlewares")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
@@ -60,3 +61,35 @@ def test_five_times_capacity_is_answered_by_the_deadline_then_served_normally(ga
             break
         time.sleep(0.2)
     assert after.status_code == 200, after.text
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time_url(digits_config):
+    config = digits_config(max_in_flight=1)
+    yield from deployed(config, "tiergate-one-at-a-time", "/one")
+
+
+def test_past_max_in_flight_the_front_door_refuses_with_a_json_503(one_at_a_time_url, digits):
+    """With max_in_flight 1 and a request held 1 s in the model, a second request is
+    refused at once: 503, the gateway's JSON error naming serving.max_in_flight,
+    Retry-After and a request id; once the first is answered, the next is served."""
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("Ingress", app_name="tiergate-one-at-a-time")
+    body = {"inputs": digits.test.x[:1].tolist(), "variant": "fp32"}
+    ingress.set_fault.remote("fp32", 0.0, 1.0).result()
+    try:
+        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=one_at_a_time_url, timeout=10) as client:
+            held = pool.submit(httpx.post, f"{one_at_a_time_url}/v1/predict", json=body, timeout=10)
+            time.sleep(0.3)
+            started = time.monotonic()
+            refused = client.post("/v1/predict", json=body)
+            refused_s = time.monotonic() - started
+            assert held.result().status_code == 200, held.result().text
+            assert refused.status_code == 503 and refused_s < 0.5, (refused.status_code, refused_s)
+            assert "serving.max_in_flight 1" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "1" and refused.headers["x-request-id"]
+            ingress.set_fault.remote("fp32", 0.0, 0.0).result()
+            assert client.post("/v1/predict", json=body).status_code == 200
+    finally:
+        ingress.set_fault.remote("fp32", 0.0, 0.0).result()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -107,4 +110,53 @@ def test_request_still_queued_at_its_deadline_is_dropped_not_run(model_file, dig
 
     waited = asyncio.run(main())
     assert waited < 0.25 and engine.stats.completed == 1 and engine.stats.batch_sizes == [1]
+    engine.close()
+
+
+def test_engines_sharing_run_slots_never_run_at_once(model_file, digits):
+    """Three engines given one shared run slot: their ORT runs never overlap, and every
+    request is still answered."""
+    engines = [_engine(model_file, max_batch_size=1) for _ in range(3)]
+    running, overlaps = [0], [0]
+    for engine in engines:
+        run = engine.run
+
+        def counted(x, run=run):
+            running[0] += 1
+            overlaps[0] = max(overlaps[0], running[0])
+            try:
+                time.sleep(0.01)  # long enough that unshared runs would overlap
+                return run(x)
+            finally:
+                running[0] -= 1
+
+        engine.run = counted
+
+    async def main():
+        slots = asyncio.Semaphore(1)
+        for engine in engines:
+            engine.run_slots = slots
+        calls = [engine.infer(digits.test.x[i : i + 1]) for i in range(4) for engine in engines]
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(main())
+    assert len(results) == 12 and overlaps[0] == 1
+    for engine in engines:
+        engine.close()
+
+
+def test_runs_happen_at_lower_cpu_priority_than_the_caller(model_file, digits):
+    """With run_niceness 3, the thread that runs ORT has a nice value 3 above (or capped at
+    19) the caller's."""
+    engine = _engine(model_file, run_niceness=3)
+    seen = []
+    run = engine.run
+
+    def recording(x):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return run(x)
+
+    engine.run = recording
+    asyncio.run(engine.infer(digits.test.x[:1]))
+    assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)]
     engine.close()

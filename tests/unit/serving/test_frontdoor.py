@@ -1,0 +1,125 @@
+"""The front door's admission logic: the in-flight cap, event-loop lag, and FrontDoor as an
+ASGI layer (the inner app here is a stub; the real one is tested over HTTP in
+tests/integration/test_overload.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Limits, LoopLag
+
+
+def test_past_max_in_flight_a_request_is_refused_naming_the_setting():
+    """With max_in_flight 2, the third concurrent request is refused and the reason names
+    serving.max_in_flight; once one leaves, the next is admitted."""
+    admission, limits = Admission(), Limits(max_in_flight=2)
+
+    async def main():
+        first, second, third = (admission.enter(limits) for _ in range(3))
+        admission.leave()
+        return first, second, third, admission.enter(limits)
+
+    first, second, third, after = asyncio.run(main())
+    assert first is None and second is None and after is None
+    assert "serving.max_in_flight 2" in third
+
+
+def test_a_blocked_loop_shows_as_lag_and_gets_requests_refused():
+    """After the event loop was blocked for 150 ms, LoopLag reports at least 100 ms and
+    Admission refuses with a reason naming serving.max_loop_lag_ms."""
+    admission = Admission()
+
+    async def main():
+        admission.lag.seconds()  # starts the timer
+        await asyncio.sleep(0.02)
+        time.sleep(0.15)  # the loop runs nothing else meanwhile
+        lag_s = admission.lag.seconds()
+        return lag_s, admission.enter(Limits(max_loop_lag_s=0.05))
+
+    lag_s, reason = asyncio.run(main())
+    assert lag_s >= 0.1
+    assert reason is not None and "serving.max_loop_lag_ms 50" in reason
+
+
+def test_an_idle_loop_shows_little_lag():
+    """On an idle loop the timer runs on time: lag stays under 50 ms."""
+    lag = LoopLag()
+
+    async def main():
+        lag.seconds()
+        await asyncio.sleep(0.1)
+        return lag.seconds()
+
+    assert asyncio.run(main()) < 0.05
+
+
+async def _call(app, path: str = "/v1/predict", method: str = "POST"):
+    scope = {"type": "http", "method": method, "path": path, "headers": [(b"x-request-id", b"abc")]}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return scope, sent
+
+
+@pytest.fixture
+def door():
+    saved = Door.limits, Door.on_refusal, Door.admission
+    yield Door
+    Door.limits, Door.on_refusal, Door.admission = saved
+
+
+def test_front_door_refuses_with_the_gateways_json_error_and_counts_it(door):
+    """Past max_in_flight, FrontDoor answers 503 {"error": "overloaded: ..."} with
+    Retry-After and the request's id, without calling the app, and reports the refusal."""
+    refusals, called = [], []
+
+    async def app(scope, receive, send):
+        called.append(scope["path"])
+
+    door.admission = Admission()
+    door.install(Limits(max_in_flight=0), on_refusal=lambda: refusals.append(1))
+    _, sent = asyncio.run(_call(FrontDoor(app)))
+    start, body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"x-request-id"] == b"abc"
+    assert json.loads(body["body"])["error"].startswith("overloaded: 0 requests in flight")
+    assert called == [] and refusals == [1]
+
+
+def test_front_door_admits_marks_and_releases(door):
+    """An admitted inference request reaches the app marked as admitted (so the app does
+    not count it twice) and leaves the in-flight count as it found it; other paths pass."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["path"], scope.get(ADMITTED), door.admission.in_flight))
+
+    door.admission = Admission()
+    door.install(Limits(max_in_flight=1), on_refusal=lambda: None)
+    asyncio.run(_call(FrontDoor(app)))
+    asyncio.run(_call(FrontDoor(app), path="/v1/variants", method="GET"))
+    assert seen == [("/v1/predict", True, 1), ("/v1/variants", None, 0)]
+    assert door.admission.in_flight == 0
+
+
+def test_front_door_passes_everything_in_a_process_without_a_replica(door):
+    """Where no replica installed the door (Ray Serve's proxy), requests go straight
+    through."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope.get(ADMITTED))
+
+    door.limits = None
+    asyncio.run(_call(FrontDoor(app)))
+    assert seen == [None]
