@@ -136,10 +136,10 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
 
 
 def concurrent_runs(serving: ServingConfig) -> int:
-    """serving.max_concurrent_runs, else one less than the cores this process may use."""
+    """serving.max_concurrent_runs, else the cores this process may use."""
     if serving.max_concurrent_runs is not None:
         return serving.max_concurrent_runs
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def _preprocess(data: DataConfig) -> Preprocess:

@@ -60,9 +60,9 @@ class ServingConfig(BaseModel):
     max_concurrent_runs: int | None = Field(
         None,
         ge=1,
-        description="ORT runs at once across all variants of a replica (default: its cores less one, "
-        "at least 1); more runs than cores time-slice the core the event loop needs to read, "
-        "refuse and answer requests",
+        description="ORT runs at once across all variants of a replica (default: the cores it may "
+        "use); more runs than cores time-slice the cores the event loop needs to read, refuse and "
+        "answer requests",
     )
     batch_wait_timeout_s: float = Field(
         0.0, ge=0, description="extra wait for a batch to fill; arrivals during a run batch anyway"
