@@ -55,11 +55,7 @@ class _Replica:
 
 
 http_app = create_app(
-    lambda: _Replica.gateway,
-    lambda: _Replica.limits,
-    lambda: _Replica.keys,
-    lambda: _Replica.admin,
-    lambda: Door.admission,  # one count per process, whichever layer admits
+    lambda: _Replica.gateway, lambda: _Replica.limits, lambda: _Replica.keys, lambda: _Replica.admin
 )
 
 

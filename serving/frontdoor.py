@@ -117,8 +117,8 @@ def refusal(reason: str) -> JSONResponse:
 
 class FrontDoor:
     """Admission as the outermost ASGI layer of a replica's own HTTP server (Ray Serve's
-    direct ingress, behind HAProxy). Measured, a refusal here costs about half what it
-    costs inside the app."""
+    direct ingress, behind HAProxy). Measured, a refusal here costs about 40% of what it
+    costs inside the app (BENCHMARKS.md)."""
 
     def __init__(self, app) -> None:
         self.app = app

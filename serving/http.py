@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import schemas
 from serving.auth import AuthError, KeyRing
-from serving.frontdoor import ADMITTED, Admission, Limits, is_inference, json_error, refusal
+from serving.frontdoor import ADMITTED, Admission, Door, Limits, is_inference, json_error, refusal
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputError
 from serving.logs import current_request_id
@@ -160,7 +160,7 @@ def create_app(
     limits: Callable[[], Limits],
     keys: Callable[[], KeyRing | None] = lambda: None,
     admin_ops: Callable[[], AdminOps | None] = lambda: None,
-    admission: Callable[[], Admission] | None = None,
+    admission: Callable[[], Admission] = lambda: Door.admission,  # one count per process
 ) -> RequestContext:
     """The FastAPI app inside ``RequestContext``: outermost, so that a refusal at the front
     door skips FastAPI's own middleware stack too."""
@@ -296,9 +296,6 @@ def create_app(
         return {"keys": ops.reload_keys()}
 
     _add_v2_routes(app, ready, admit)
-    if admission is None:
-        own = Admission()
-        admission = lambda: own  # noqa: E731
     return RequestContext(app, gateway, limits, admission)
 
 
