@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -70,6 +72,35 @@ class AdminOps(Protocol):
 
 BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data extension
 V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
+
+
+class FastJSONRequest(Request):
+    """Parses a JSON body with orjson: a 28x28 image as nested lists parses ~5x faster than
+    with the standard library (measured: the parse was a sixth of the event loop's time per
+    request). What orjson refuses but lenient clients write (NaN and Infinity tokens,
+    integers past 64 bits) goes to the standard library, so it still reaches the input
+    checks that name the problem."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._json = json.loads(body)  # invalid JSON raises here, as FastAPI expects
+        return self._json
+
+
+class FastJSONRoute(APIRoute):
+    """FastAPI's documented hook for a custom ``Request`` class on every route."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def with_fast_json(request: Request) -> Response:
+            return await handler(FastJSONRequest(request.scope, request.receive))
+
+        return with_fast_json
 
 
 class RequestContext:
@@ -167,6 +198,7 @@ def create_app(
     app = FastAPI(
         title="tiergate", version=__version__, description="Routes each request to a compressed variant"
     )
+    app.router.route_class = FastJSONRoute
 
     def ready() -> Gateway:
         current = gateway()
@@ -243,7 +275,9 @@ def create_app(
     async def predict(body: schemas.PredictRequest, request: Request):
         body = body.model_copy(update=admit(request, {"tier": body.tier, "variant": body.variant}))
         response = await ready().predict(body, request.state.request_id, request.state.trace)
-        return JSONResponse(response.model_dump(mode="json"), headers={VARIANT_HEADER: response.variant})
+        # serialized by pydantic-core in one pass (not model_dump, then the json module)
+        return Response(response.model_dump_json(), media_type="application/json",
+                        headers={VARIANT_HEADER: response.variant})  # fmt: skip
 
     @app.post("/v1/route", response_model=schemas.Decision)
     async def route(body: schemas.RouteRequest, request: Request):
@@ -360,8 +394,9 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
             "outputs": [output],
         }  # fmt: skip
         if not body.wants_binary_output():
-            return JSONResponse(header, headers={VARIANT_HEADER: outcome.variant})
-        encoded = json.dumps(header).encode()
+            return Response(orjson.dumps(header), media_type="application/json",
+                            headers={VARIANT_HEADER: outcome.variant})  # fmt: skip
+        encoded = orjson.dumps(header)
         return Response(
             encoded + logits.tobytes(),
             media_type="application/octet-stream",
