@@ -12,7 +12,7 @@ import pytest
 
 from compression.cache import file_sha256
 from compression.export import export_onnx
-from serving.engine import CorruptArtifact, EngineSettings, QueueFull, VariantEngine
+from serving.engine import CorruptArtifact, EngineSettings, QueueFull, RunSlots, VariantEngine
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_engines_sharing_run_slots_never_run_at_once(model_file, digits):
         engine.run = counted
 
     async def main():
-        slots = asyncio.Semaphore(1)
+        slots = RunSlots(1)
         for engine in engines:
             engine.run_slots = slots
         calls = [engine.infer(digits.test.x[i : i + 1]) for i in range(4) for engine in engines]
@@ -159,4 +159,35 @@ def test_runs_happen_at_lower_cpu_priority_than_the_caller(model_file, digits):
     engine.run = recording
     asyncio.run(engine.infer(digits.test.x[:1]))
     assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)]
+    engine.close()
+
+
+@pytest.mark.parametrize(
+    ("busy", "expected_ms", "inline"),
+    [(1, 2.0, True), (2, 2.0, False), (1, 8.0, False)],
+    ids=["alone-and-short", "another-request-inside", "run-longer-than-the-limit"],
+)
+def test_a_lone_short_run_stays_on_the_event_loop_thread(model_file, digits, busy, expected_ms, inline):
+    """With inline_max_ms 5, a run expected to take at most 5 ms while its request is
+    alone in the process runs on the event loop's thread; with another request inside, or
+    a longer expected run, it goes to the ORT thread."""
+    engine = _engine(model_file)
+    engine.latency_p95_ms = {1: expected_ms}  # what routing predicts the run takes
+    seen = []
+    run = engine.run
+
+    def recording(x):
+        seen.append(threading.get_ident())
+        return run(x)
+
+    engine.run = recording
+
+    async def main():
+        engine.run_slots = RunSlots(1, inline_max_ms=5.0, busy=lambda: busy)
+        logits = await engine.infer(digits.test.x[:1])
+        return threading.get_ident(), logits
+
+    loop_thread, logits = asyncio.run(main())
+    assert (seen == [loop_thread]) is inline and engine.run_slots.inline_runs == int(inline)
+    np.testing.assert_allclose(logits, run(digits.test.x[:1]), rtol=1e-4, atol=1e-4)
     engine.close()
