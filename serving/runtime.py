@@ -31,7 +31,7 @@ def start(config: AppConfig, num_cpus: int | None = None) -> str:
 
 def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
     """Ray and Serve's HTTP ingress on ``serving.host:port``, nothing deployed yet."""
-    prepare_ray_environment(serving.ingress)  # before Ray starts any process
+    prepare_ray_environment(serving.ingress, serving.ingress_metrics)  # before Ray starts any process
     import ray
     from ray import serve
 

@@ -24,7 +24,7 @@ def api_keys() -> str | None:
     return os.environ.get("TIERGATE_API_KEYS")
 
 
-def prepare_ray_environment(ingress: str) -> None:
+def prepare_ray_environment(ingress: str, ingress_metrics: bool = False) -> None:
     """Ray reads its feature flags from the environment of every process it starts, so
     they are set before Ray starts any."""
     os.environ.setdefault("RAY_EXPORT_COUNTER_AS_GAUGE", "0")  # counters once, as *_total
@@ -40,5 +40,8 @@ def prepare_ray_environment(ingress: str) -> None:
         # gateway drains its in-flight requests in far less
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
         os.environ.setdefault("RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S", "5")
+        # HAProxy logs each request to a socket that Ray parses in Python for its
+        # ray_serve_num_http_requests_* series: measured ~0.3 ms of a request at concurrency 1
+        os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1" if ingress_metrics else "0")
         # admission ahead of Serve's per-request work in the replica (serving.frontdoor)
         os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "serving.frontdoor:middlewares")

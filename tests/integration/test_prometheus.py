@@ -102,7 +102,7 @@ def test_rules_and_dashboard_queries_return_data(gateway, prometheus, digits):
         lambda: _query(prometheus, 'ray_tiergate_requests_total{code="200"}'), 60, "tiergate series"
     )
     assert {"application", "deployment", "replica", "tier", "variant"} <= set(series[0]["metric"])
-    assert _query(prometheus, "ray_serve_num_http_requests_total"), "Ray Serve's own metrics are exported"
+    assert _query(prometheus, "ray_serve_deployment_request_counter_total"), "Ray Serve's own are exported"
     bounds = {s["metric"]["le"] for s in _query(prometheus, "ray_tiergate_request_latency_ms_bucket")}
     for tier in _query(prometheus, "ray_tiergate_tier_max_latency_ms"):
         assert any(float(le) == float(tier["value"][1]) for le in bounds if le != "+Inf")
