@@ -37,28 +37,11 @@ import httpx
 import numpy as np
 import uvloop
 
-from tests.benchmarks.bench_gateway import GATEWAY, wait_ready, wrk
+from tests.benchmarks.bench_gateway import GATEWAY, start_gateway, stop_gateway, wrk
 from tests.benchmarks.bench_startup import tree_rss_mb
 from tests.loadgen import Answer, open_loop
 
 URL = f"http://127.0.0.1:{GATEWAY}"
-RAY_WORKER_NICENESS = 15  # Ray's default worker_niceness: the replicas and HAProxy run at it
-
-
-def start(overrides: list[str]) -> subprocess.Popen:
-    """The gateway; then this process (the load: wrk and the sender) drops to the priority
-    Ray gives its workers (nice 15), so that, sharing the cores, neither side outranks the
-    other: at nice 0 the load generator would take the CPU first, as no remote client can."""
-    command = [sys.executable, "-m", "tiergate.cli", "serve", *(f"--set={item}" for item in overrides)]
-    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(f"{URL}/readyz", timeout_s=600)
-    os.nice(max(0, RAY_WORKER_NICENESS - os.nice(0)))
-    return gateway
-
-
-def stop(gateway: subprocess.Popen) -> None:
-    gateway.send_signal(signal.SIGINT)
-    gateway.wait(180)
 
 
 def request_body(tier: str) -> dict:
@@ -90,7 +73,7 @@ def percentiles(values: list[float]) -> str:
 
 
 def soak(args: argparse.Namespace) -> None:
-    gateway = start(args.set)
+    gateway = start_gateway(args.set)
     try:
         tiers = httpx.get(f"{URL}/v1/tiers").json()
         bound_ms = tiers[args.tier]["max_latency_ms"]
@@ -127,7 +110,7 @@ def soak(args: argparse.Namespace) -> None:
         time.sleep(5)
         rss_after = tree_rss_mb(gateway.pid)
     finally:
-        stop(gateway)
+        stop_gateway(gateway)
     statuses = Counter(a.status for a in answers)
     reasons = Counter(
         _reason(a.body) for a in answers if a.status not in (200,) and isinstance(a.status, int)
@@ -178,7 +161,7 @@ def replica_pid(variant: str) -> int:
 
 
 def kill(args: argparse.Namespace) -> None:
-    gateway = start(["serving.topology=per_variant", *args.set])
+    gateway = start_gateway(["serving.topology=per_variant", *args.set])
     try:
         body = request_body(args.tier)
         carried = capacity(body)
@@ -209,7 +192,7 @@ def kill(args: argparse.Namespace) -> None:
                 break
             time.sleep(0.5)
     finally:
-        stop(gateway)
+        stop_gateway(gateway)
     statuses = Counter(a.status for a in answers)
     retried = sum(b'"retried_from":"' in a.body for a in answers)
     kill_s = killed_at[0] - load_started
