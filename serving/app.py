@@ -130,8 +130,11 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
                 engines[entry.name] = open_engine(entry, menu, serving)
             except (CorruptArtifact, OSError) as error:
                 log.error("variant %s left out of the menu: %s", entry.name, error)
-    # Door.admission: the inference requests inside this process, read or not yet
-    slots = RunSlots(concurrent_runs(serving), serving.inline_run_max_ms, lambda: Door.admission.in_flight)
+    # Door.admission: the requests a run on the event loop may hold up, read or not yet
+    slots = RunSlots(
+        concurrent_runs(serving), serving.inline_run_max_ms, lambda: Door.admission.contenders(),
+        spare_share=1.0 - serving.latency_headroom,
+    )  # fmt: skip
     for engine in engines.values():
         if isinstance(engine, VariantEngine):
             engine.run_slots = slots
@@ -141,7 +144,7 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
     decoder = InputDecoder(menu.input_shape, limits, _preprocess(config.data))
     return Gateway(
         menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s,
-        serving.latency_headroom, serving.request_timeout_s,
+        serving.latency_headroom, serving.request_timeout_s, slots,
     )  # fmt: skip
 
 

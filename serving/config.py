@@ -72,12 +72,14 @@ class ServingConfig(BaseModel):
         "answer requests",
     )
     inline_run_max_ms: float = Field(
-        5.0,
+        25.0,
         ge=0,
-        description="a request alone in the replica whose model run is expected to take at most this "
-        "runs on the event loop's thread, skipping the hand-off to an ORT thread and back (~0.45 ms "
-        "measured at concurrency 1); a request arriving meanwhile waits up to this long to be read. "
-        "0: always hand off",
+        description="a request alone in the replica, while all requests of the last second came over "
+        "one connection, whose model run is expected to take at most this runs on the event loop's "
+        "thread, skipping the hand-off to an ORT thread and back (0.4-1 ms measured at concurrency 1); "
+        "a request arriving meanwhile would wait that long to be read, so the run must also fit the "
+        "share of the tightest latency bound of the last 10 s that routing leaves spare "
+        "(1 - latency_headroom). 0: always hand off",
     )
     batch_wait_timeout_s: float = Field(
         0.0, ge=0, description="extra wait for a batch to fill; arrivals during a run batch anyway"

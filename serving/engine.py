@@ -75,20 +75,46 @@ class RunSlots:
 
     And when a batch may skip the ORT thread: handing a run to it and the answer back
     costs two cross-core wake-ups (measured here: ~0.45 ms of a 6 ms request at
-    concurrency 1). A batch runs on the event loop's own thread when ``busy()`` (the
-    requests inside the process) says it is alone and it is expected to take at most
-    ``inline_max_ms``; a request that arrives meanwhile waits at most that long to be read,
-    as on a single-threaded server. Under load ``busy()`` is above 1 and every run goes
-    to the ORT threads.
+    concurrency 1, ~1 ms of a 17 ms one). A batch runs on the event loop's own thread when
+    ``busy()`` (the requests inside the process) says it is alone, and it is expected to
+    take at most ``inline_max_ms`` and at most ``spare_share`` of the tightest latency bound
+    any request had in the last ``memory_s``. A request that arrives meanwhile waits that
+    long to be read, as on a single-threaded server: the share is the part of its bound that
+    routing leaves spare (1 - ``serving.latency_headroom``), so a ``fast`` request is never
+    held up behind a lone fp32 run while ``fast`` traffic is about. Under load ``busy()`` is
+    above 1 and every run goes to the ORT threads.
     """
 
-    def __init__(self, size: int, inline_max_ms: float = 0.0, busy: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        inline_max_ms: float = 0.0,
+        busy: Callable[[], int] = lambda: 0,
+        spare_share: float = 1.0,
+        memory_s: float = 10.0,
+    ) -> None:
         self.semaphore = asyncio.Semaphore(size)
         self.inline_max_ms, self.busy = inline_max_ms, busy
+        self.spare_share, self.memory_s = spare_share, memory_s
         self.inline_runs = 0
+        self._tightest_ms, self._tightest_at = math.inf, -math.inf
+
+    def saw_bound(self, max_latency_ms: float | None) -> None:
+        """A request routed with this latency bound (None: it has none)."""
+        bound = math.inf if max_latency_ms is None else max_latency_ms
+        now = time.monotonic()
+        if bound <= self._tightest_ms or now - self._tightest_at > self.memory_s:
+            self._tightest_ms, self._tightest_at = bound, now
+
+    def tightest_bound_ms(self) -> float:
+        """The tightest bound seen within ``memory_s`` (inf when none was)."""
+        if time.monotonic() - self._tightest_at > self.memory_s:
+            return math.inf
+        return self._tightest_ms
 
     def inline(self, expected_ms: float) -> bool:
-        return 0.0 < expected_ms <= self.inline_max_ms and self.busy() <= 1
+        longest = min(self.inline_max_ms, self.spare_share * self.tightest_bound_ms())
+        return 0.0 < expected_ms <= longest and self.busy() <= 1
 
 
 @dataclass

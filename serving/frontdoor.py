@@ -12,6 +12,7 @@ HTTP server, ahead of the per-request work Serve does before the app runs; elsew
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,15 +63,31 @@ class LoopLag:
 
 
 class Admission:
-    """How many inference requests are inside this process, and how far behind its event
-    loop runs; the outermost layer that sees a request admits or refuses it."""
+    """How many inference requests are inside this process, how far behind its event loop
+    runs, and whether more than one connection sends them; the outermost layer that sees a
+    request admits or refuses it."""
 
-    def __init__(self) -> None:
+    def __init__(self, sole_connection_s: float = 1.0) -> None:
         self.in_flight = 0
         self.lag = LoopLag()
+        self.sole_connection_s = sole_connection_s
+        self._connection: object = None
+        self._switched_at = -float("inf")
 
-    def enter(self, limits: Limits) -> str | None:
-        """Why a request is refused now; None when it is admitted (then ``leave`` once)."""
+    def contenders(self) -> int:
+        """The requests that work on the event loop may hold up: those inside, plus one
+        while requests came over more than one connection in the last
+        ``sole_connection_s`` (another may be arriving unread). Over a single HTTP/1.1
+        connection the next request cannot come before this one's answer."""
+        mixed = time.monotonic() - self._switched_at <= self.sole_connection_s
+        return self.in_flight + mixed
+
+    def enter(self, limits: Limits, connection: object = None) -> str | None:
+        """Why a request is refused now; None when it is admitted (then ``leave`` once).
+        ``connection`` names the connection it came over (ASGI's ``scope["client"]``);
+        None counts as a new one."""
+        if connection is None or connection != self._connection:
+            self._connection, self._switched_at = connection, time.monotonic()
         lag_s = self.lag.seconds()
         if lag_s >= limits.max_loop_lag_s:
             return (
@@ -128,7 +145,7 @@ class FrontDoor:
         if limits is None or not is_inference(scope):
             return await self.app(scope, receive, send)
         admission = Door.admission
-        reason = admission.enter(limits)
+        reason = admission.enter(limits, scope.get("client"))
         if reason is not None:
             response = refusal(reason)
             request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")

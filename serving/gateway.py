@@ -19,7 +19,7 @@ from profiles.menu import Menu
 from profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from profiles.tiers import Tier, constraints_for
 from serving import schemas
-from serving.engine import DeadlineExceeded, QueueFull, VariantEngine
+from serving.engine import DeadlineExceeded, QueueFull, RunSlots, VariantEngine
 from serving.inputs import InputDecoder
 from serving.metrics import Metrics, Trace
 
@@ -55,6 +55,7 @@ class Gateway:
         failure_cooldown_s: float = 5.0,
         latency_headroom: float = 1.0,
         request_timeout_s: float = 2.0,
+        run_slots: RunSlots | None = None,
     ) -> None:
         self.menu, self.tiers, self.engines, self.decoder = menu, dict(tiers), dict(engines), decoder
         self.default_tier = default_tier if default_tier in self.tiers else next(iter(self.tiers))
@@ -67,6 +68,7 @@ class Gateway:
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
         self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
         self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
+        self.run_slots = run_slots  # shared by the in-process engines; told each request's bound
         self.refresh()
         for engine in self.engines.values():
             engine.on_change = self.refresh  # a profile changed, or a remote variant went down or came back
@@ -200,6 +202,8 @@ class Gateway:
         trace.tier = self._known_tier(request)
         routed = request.model_copy(update={"batch_size": len(x)})
         decision = self._decided(routed, trace=trace)
+        if self.run_slots is not None:
+            self.run_slots.saw_bound(decision.max_latency_ms)
         failed: str | None = None
         infer_started = time.perf_counter()
         self._observe_overhead((infer_started - started) * 1000)

@@ -136,7 +136,7 @@ class RequestContext:
         length, limit = headers.get(b"content-length", b""), limits.max_body_bytes
         inference = is_inference(scope)
         admission = self.admission() if inference and not scope.get(ADMITTED) else None
-        refused = admission.enter(limits) if admission is not None else None
+        refused = admission.enter(limits, scope.get("client")) if admission is not None else None
         try:
             if refused is not None:
                 await refusal(refused)(scope, receive, send_with_id)

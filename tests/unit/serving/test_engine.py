@@ -191,3 +191,19 @@ def test_a_lone_short_run_stays_on_the_event_loop_thread(model_file, digits, bus
     assert (seen == [loop_thread]) is inline and engine.run_slots.inline_runs == int(inline)
     np.testing.assert_allclose(logits, run(digits.test.x[:1]), rtol=1e-4, atol=1e-4)
     engine.close()
+
+
+def test_inline_runs_fit_the_spare_share_of_the_tightest_recent_bound():
+    """A run is inline only when it fits both inline_max_ms and spare_share of the tightest
+    latency bound seen within memory_s; once that bound is older, the next one sets it."""
+    slots = RunSlots(1, inline_max_ms=25.0, busy=lambda: 1, spare_share=0.5, memory_s=0.2)
+    assert slots.inline(20.0) and not slots.inline(26.0)  # no bound seen yet: the cap alone
+    slots.saw_bound(5.0)  # a fast request
+    slots.saw_bound(60.0)  # an accurate one does not loosen it
+    assert slots.tightest_bound_ms() == 5.0
+    assert slots.inline(2.0) and not slots.inline(16.0)
+    time.sleep(0.3)
+    slots.saw_bound(60.0)  # only accurate traffic since
+    assert slots.tightest_bound_ms() == 60.0 and slots.inline(16.0)
+    slots.saw_bound(None)  # a request with no bound keeps the tighter one
+    assert slots.tightest_bound_ms() == 60.0

@@ -123,3 +123,30 @@ def test_front_door_passes_everything_in_a_process_without_a_replica(door):
     door.limits = None
     asyncio.run(_call(FrontDoor(app)))
     assert seen == [None]
+
+
+def test_a_second_connection_counts_as_one_more_contender_for_a_while():
+    """Requests over one connection count only themselves; once a request comes over
+    another, one more counts (another may be arriving unread) until sole_connection_s has
+    passed; a request with no connection named counts as a new one."""
+    admission, limits = Admission(sole_connection_s=0.2), Limits()
+    first, second = ("127.0.0.1", 50001), ("127.0.0.1", 50002)
+    seen = []
+
+    def visit(connection) -> None:
+        admission.enter(limits, connection)
+        seen.append(admission.contenders())
+        admission.leave()
+
+    async def main():
+        visit(first)
+        admission._switched_at -= 1.0  # the first connection has been the only one for a while
+        visit(first)
+        visit(second)
+        seen.append(admission.contenders())  # nothing in flight, but two connections lately
+        await asyncio.sleep(0.3)
+        seen.append(admission.contenders())
+        visit(None)
+
+    asyncio.run(main())
+    assert seen == [2, 1, 2, 1, 0, 2]

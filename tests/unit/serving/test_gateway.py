@@ -12,7 +12,7 @@ from compression.cache import file_sha256
 from compression.export import export_onnx
 from compression.models import ResNet
 from profiles.tiers import Tier
-from serving.engine import EngineSettings, VariantEngine
+from serving.engine import EngineSettings, RunSlots, VariantEngine
 from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputDecoder
 from serving.metrics import Trace
@@ -176,6 +176,23 @@ def test_headroom_shrinks_the_routing_budget_not_the_slo(menu, digits):
     gateway.latency_headroom = 0.5
     decision = gateway.route(RouteRequest(tier="fast"))
     assert decision.reason == "fallback" and decision.max_latency_ms == gateway.tiers["fast"].max_latency_ms
+
+
+def test_gateway_tells_the_run_slots_each_requests_latency_bound(menu, digits):
+    """After a fast and then an accurate request, the run slots hold the fast tier's bound
+    (the tightest seen), which is what keeps a long run off the event loop's thread."""
+    gateway = _gateway(menu)
+    gateway.run_slots = RunSlots(1, inline_max_ms=25.0, spare_share=0.5)
+    for engine in gateway.engines.values():
+        engine.run_slots = gateway.run_slots
+    x = digits.test.x[:1]
+
+    async def serve():
+        await gateway.run(x, RouteRequest(tier="fast"), "r1")
+        await gateway.run(x, RouteRequest(tier="accurate"), "r2")
+
+    asyncio.run(serve())
+    assert gateway.run_slots.tightest_bound_ms() == gateway.tiers["fast"].max_latency_ms
 
 
 def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
