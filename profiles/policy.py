@@ -7,7 +7,8 @@ clock, no I/O, so the serving layer stays a thin shell around it.
 
 1. keep ready variants that meet the accuracy floor;
 2. predict each one's latency now: profiled latency at the expected batch size plus
-   the queueing delay implied by the requests already in flight on it;
+   the queueing delay implied by the requests already in flight on it (or, where
+   variants share the same cores, on all of them: ``LiveStats.shared_wait_ms``);
 3. among those predicted to fit ``max_latency_ms``, take the most accurate (ties go
    to the faster);
 4. if none fits, take the fastest that meets the floor and say so (``fallback``),
@@ -44,6 +45,10 @@ class LiveStats:
     replicas: int = 1  # servers draining that queue in parallel
     overhead_ms: float = 0.0  # measured time outside the model: decoding, routing, the actor hop
     slowdown: float = 1.0  # recent run time over the profiled one (contention the profile missed)
+    # where the variant's runs share cores with other variants' (one replica serving them
+    # all): the expected wait for a core, given the work queued on every variant sharing
+    # them; None where its queue is its own (then ``in_flight`` and ``replicas`` set the wait)
+    shared_wait_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,24 @@ def service_time_ms(profile: VariantProfile, batch_size: int) -> float:
 
 def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int = 1) -> float:
     """Service time (scaled by the variant's recent slowdown against its profile), plus the
-    wait behind the batches already in flight on it, plus the gateway's own measured
-    overhead (so the prediction is end to end)."""
+    wait for a place to run (behind the batches already in flight on it, or the shared
+    wait where variants share cores), plus the gateway's own measured overhead (so the
+    prediction is end to end).
+
+    Why the shared wait: variants served by one replica run on the same cores, so a
+    request sent to an idle variant still waits behind the runs of the busy ones. Counting
+    each variant's own queue only, a burst on int8 would send the next requests to the
+    idle but slower fp32-pruned, into the same queue."""
     service = service_time_ms(profile, batch_size) * live.slowdown
+    if live.shared_wait_ms is not None:
+        return service + live.shared_wait_ms + live.overhead_ms
     batches_ahead = math.ceil(live.in_flight / (max(1, live.replicas) * batch_size))
     return service * (1 + batches_ahead) + live.overhead_ms
+
+
+def at_rest(live: LiveStats) -> LiveStats:
+    """``live`` with nothing queued: what a variant's latency would be at no load."""
+    return replace(live, in_flight=0, shared_wait_ms=None if live.shared_wait_ms is None else 0.0)
 
 
 def choose(
@@ -117,7 +135,7 @@ def choose(
     pick = _most_accurate_within(eligible, predicted, budget)
     if pick is not None:
         idle = {
-            p.name: predict_latency_ms(p, replace(live.get(p.name, LiveStats()), in_flight=0), batch_size)
+            p.name: predict_latency_ms(p, at_rest(live.get(p.name, LiveStats())), batch_size)
             for p in eligible
         }
         unloaded = _most_accurate_within(eligible, idle, budget)

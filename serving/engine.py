@@ -93,7 +93,7 @@ class RunSlots:
         spare_share: float = 1.0,
         memory_s: float = 10.0,
     ) -> None:
-        self.semaphore = asyncio.Semaphore(size)
+        self.size, self.semaphore = size, asyncio.Semaphore(size)
         self.inline_max_ms, self.busy = inline_max_ms, busy
         self.spare_share, self.memory_s = spare_share, memory_s
         self.inline_runs = 0
@@ -178,7 +178,7 @@ class VariantEngine:
             initializer=_lower_priority,
             initargs=(settings.run_niceness,),
         )
-        self._running = False  # a batch is in ORT now
+        self._running = 0  # images in the batch in ORT now (0: none)
         self.run_slots: RunSlots | None = None  # shared by the process's engines (set by their owner)
 
     @classmethod
@@ -277,6 +277,15 @@ class VariantEngine:
         batches = math.ceil(queued / self.settings.max_batch_size) + (1 if self._running else 0)
         return batches * self._run_ms(min(queued, self.settings.max_batch_size))
 
+    def queued_work_ms(self) -> float:
+        """Run time still ahead on this variant: its waiting images in full batches plus the
+        batch running now, at the profiled speed scaled by the slowdown. The running batch
+        counts whole, not what is left of it: a new run shares the cores with it to the end
+        (measured at 2x load, counting what is left missed the bound 2-3x as often)."""
+        pending, largest = self._images_pending(), self.settings.max_batch_size
+        work = math.ceil(pending / largest) * self._run_ms(min(pending, largest)) if pending else 0.0
+        return work + (self._run_ms(self._running) if self._running else 0.0)
+
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -289,22 +298,21 @@ class VariantEngine:
             deadline = loop.time() + self.settings.batch_wait_timeout_s
             while self._images_pending() < self.settings.max_batch_size and loop.time() < deadline:
                 await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
-            ready = time.perf_counter()
             async with self.run_slots.semaphore if self.run_slots else contextlib.nullcontext():
-                await self._run_batch(loop, ready)
+                await self._run_batch(loop)
             if self._pending:
                 self._wake.set()
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, ready: float) -> None:
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take the oldest requests that fit one batch (deadlines checked now, as it starts),
-        run them, and answer each. ``ready``: when the batch could have started but for a
-        run slot; the slowdown routing uses counts that wait too."""
+        run them, and answer each. The slowdown counts the run alone: the wait for a run slot
+        is the gateway's shared-wait estimate (``Gateway.live``)."""
         batch = self._take_batch()
         if not batch:  # every waiting request passed its deadline
             return
         stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
         started = time.perf_counter()
-        self._running = True
+        self._running = len(stacked)
         try:
             if self.run_slots is not None and self.run_slots.inline(self._run_ms(len(stacked))):
                 self.run_slots.inline_runs += 1
@@ -320,8 +328,8 @@ class VariantEngine:
             finished = time.perf_counter()
             self.stats.record((finished - started) * 1000, len(stacked))
             if self._profile is not None:
-                waited_ms = (finished - ready) * 1000
-                self.stats.record_slowdown(waited_ms / service_time_ms(self._profile, len(stacked)))
+                ran_ms = (finished - started) * 1000
+                self.stats.record_slowdown(ran_ms / service_time_ms(self._profile, len(stacked)))
             if self.on_batch is not None:
                 self.on_batch(self.name, len(stacked))
             self.stats.completed += len(batch)
@@ -331,7 +339,7 @@ class VariantEngine:
                     p.future.set_result(logits[offset : offset + len(p.x)])
                 offset += len(p.x)
         finally:
-            self._running = False
+            self._running = 0
 
     def _images_pending(self) -> int:
         return sum(len(p.x) for p in self._pending)

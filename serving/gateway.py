@@ -98,15 +98,34 @@ class Gateway:
         return self._catalog
 
     def live(self) -> dict[str, LiveStats]:
+        shared = self._shared_wait_ms()
         return {
             name: LiveStats(
                 in_flight=engine.stats.in_flight,
                 replicas=engine.replicas,
                 overhead_ms=self.overhead_ms + engine.stats.hop_ms,
                 slowdown=engine.stats.slowdown,
+                shared_wait_ms=shared.get(name),
             )
             for name, engine in self.engines.items()
         }
+
+    def _shared_wait_ms(self) -> dict[str, float]:
+        """For each in-process variant, the wait a new run would have for one of the run
+        slots it shares with other variants: the run time queued on all of them, spread
+        over the slots. Even with a slot free a run waits: the cores are the event loop's
+        too (measured: taking a free slot as no wait missed the bound 3x as often at 2x
+        load, BENCHMARKS.md)."""
+        pools: dict[int, tuple[RunSlots, list[str]]] = {}
+        for name, engine in self.engines.items():
+            slots = getattr(engine, "run_slots", None)
+            if slots is not None:
+                pools.setdefault(id(slots), (slots, []))[1].append(name)
+        waits = {}
+        for slots, names in pools.values():
+            work_ms = sum(self.engines[name].queued_work_ms() for name in names)
+            waits.update(dict.fromkeys(names, work_ms / slots.size))
+        return waits
 
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
         if request.variant is not None and request.variant not in self.entries:

@@ -151,3 +151,18 @@ def test_recent_slowdown_scales_the_service_time():
     assert choose(CATALOG, Constraints(max_latency_ms=budget)).variant == "int8"
     slowed = choose(CATALOG, Constraints(max_latency_ms=budget), {"int8": LiveStats(slowdown=2.0)})
     assert slowed.variant == "pruned+int8"
+
+
+def test_a_shared_wait_keeps_requests_off_idle_variants_on_the_same_cores():
+    """With int8's runs queued, counting each variant's own queue sends the next request to
+    the idle but slower pruned; counting the wait they share (one replica's cores) sends it
+    to pruned+int8, the one that still fits after that wait."""
+    catalog = [*CATALOG[:2], VariantProfile("pruned", 0.924, {1: 4.0}), *CATALOG[2:]]
+    int8 = catalog[1]
+    assert predict_latency_ms(int8, LiveStats(in_flight=9, shared_wait_ms=3.0)) == pytest.approx(2.9 + 3.0)
+    budget = Constraints(max_latency_ms=8.0)
+    own_queues = {"int8": LiveStats(in_flight=2)}
+    assert choose(catalog, budget, own_queues).variant == "pruned"
+    shared = {p.name: LiveStats(in_flight=2 if p.name == "int8" else 0, shared_wait_ms=5.8) for p in catalog}
+    decision = choose(catalog, budget, shared)
+    assert (decision.variant, decision.reason) == ("pruned+int8", Reason.DEGRADED)

@@ -195,6 +195,34 @@ def test_gateway_tells_the_run_slots_each_requests_latency_bound(menu, digits):
     assert gateway.run_slots.tightest_bound_ms() == gateway.tiers["fast"].max_latency_ms
 
 
+def test_variants_sharing_run_slots_are_given_one_shared_wait(menu, digits):
+    """While one variant's slow runs hold the slots it shares with the others, every variant
+    is predicted the same wait (that run time over the slots); without shared slots there
+    is none, and once the runs finish the wait is 0."""
+    gateway = _gateway(menu)
+    assert all(stats.shared_wait_ms is None for stats in gateway.live().values())
+    slots = RunSlots(2)
+    for engine in gateway.engines.values():
+        engine.run_slots = slots
+    entry = menu.variants[0]
+    slow = gateway.engines[entry.name]
+    slow.latency_p95_ms = {1: entry.p95_ms()}
+    slow.inject_fault(0.0, 0.2)  # every run takes 200 ms longer, and its profile says so
+    x = digits.test.x[:1]
+
+    async def serve():
+        calls = [asyncio.create_task(slow.infer(x)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        during = gateway.live()
+        await asyncio.gather(*calls)
+        return during, gateway.live()
+
+    during, after = asyncio.run(serve())
+    assert len({stats.shared_wait_ms for stats in during.values()}) == 1
+    assert during[slow.name].shared_wait_ms >= 200 / slots.size
+    assert all(stats.shared_wait_ms == 0.0 for stats in after.values())
+
+
 def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
     """After runs against a profile that claims 1000x faster than reality, the engine's
     slowdown rises well above 1 (and stays 1 without a profile)."""
