@@ -102,8 +102,8 @@ def main() -> None:
                         "(the p50 gap is the median of the per-pair gaps)")  # fmt: skip
     parser.add_argument("--config", help="tiergate config for the gateway (default: the shipped one)")
     parser.add_argument("--pin", action="store_true",
-                        help="pin each tier's variant in the request (same model on both sides, no "
-                        "load-adaptive routing) instead of asking for the tier")  # fmt: skip
+                        help="pin each tier's variant in the request, beside the tier whose bound it "
+                        "is held to (same model on both sides, no load-adaptive routing)")  # fmt: skip
     parser.add_argument("--setup", action="append", default=[],
                         help="comma-separated FIELD=VALUE overrides for one gateway run; repeatable "
                         "(default: one run with the config as it is)")  # fmt: skip
@@ -143,7 +143,7 @@ def run_setup(args: argparse.Namespace, overrides: list[str]) -> None:
             try:
                 wait_ready(f"http://127.0.0.1:{BARE}/docs")
                 for connections in args.concurrency:
-                    routing = {"variant": variant} if args.pin else {"tier": tier}
+                    routing = {"tier": tier, "variant": variant} if args.pin else {"tier": tier}
                     ours_body, bare_body = {"inputs": image, **routing}, {"inputs": image}
                     pairs = [
                         (wrk(f"http://127.0.0.1:{GATEWAY}/v1/predict", ours_body, connections, args.duration),

@@ -47,6 +47,7 @@ class Step:
     sent: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # answered 200, timed by the client
     gateway_ms: list[float] = field(default_factory=list)  # the same answers' latency_ms (gateway's view)
+    variants: list[str] = field(default_factory=list)  # the same answers' serving variant
     statuses: dict[str, int] = field(default_factory=dict)
     served_by: dict[str, int] = field(default_factory=dict)
 
@@ -64,6 +65,7 @@ def record(step: Step, answers: list[Answer]) -> None:
             step.latencies_ms.append(answer.latency_ms)
             step.gateway_ms.append(float(LATENCY.search(answer.body).group(1)))
             variant = answer.headers.get("x-tiergate-variant", "?")
+            step.variants.append(variant)
             step.served_by[variant] = step.served_by.get(variant, 0) + 1
 
 
@@ -82,8 +84,19 @@ def summarize(step: Step, bound_ms: float, accuracy: dict[str, float], seconds: 
         "p50": float(np.percentile(step.latencies_ms, 50)) if step.latencies_ms else float("nan"),
         "p99": float(np.percentile(step.latencies_ms, 99)) if step.latencies_ms else float("nan"),
         "served_by": dict(sorted(step.served_by.items(), key=lambda kv: -kv[1])),
-        "statuses": step.statuses,
+        "statuses": step.statuses, "misses": misses(step, bound_ms),
     }  # fmt: skip
+
+
+def misses(step: Step, bound_ms: float) -> dict[str, tuple[int, int]]:
+    """Per serving variant, the answers past the bound by the client's clock and by the
+    gateway's: where the client's count is the larger, the time went outside the gateway."""
+    late: dict[str, tuple[int, int]] = {}
+    for variant, client_ms, gateway_ms in zip(step.variants, step.latencies_ms, step.gateway_ms, strict=True):
+        if client_ms > bound_ms or gateway_ms > bound_ms:
+            by_client, by_gateway = late.get(variant, (0, 0))
+            late[variant] = (by_client + (client_ms > bound_ms), by_gateway + (gateway_ms > bound_ms))
+    return late
 
 
 async def measure(args: argparse.Namespace) -> list[dict]:
@@ -120,6 +133,9 @@ async def measure(args: argparse.Namespace) -> list[dict]:
                 row = summarize(step, bound_ms, accuracy, args.seconds)
                 rows.append(row)
                 print(_row(row), flush=True)
+                if row["misses"]:
+                    late = ", ".join(f"{v} {c} ({g})" for v, (c, g) in row["misses"].items())
+                    print(f"<!-- past the bound, client (gateway) clock: {late} -->", flush=True)
                 await asyncio.sleep(args.pause)
         return rows
 
