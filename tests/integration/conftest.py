@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -45,9 +46,23 @@ serving:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range and above Ray's worker ports
+    (10002-19999). One the kernel picks (bind to port 0) comes from the ephemeral range,
+    where it can go to one of the hundreds of sockets Ray opens before the server meant
+    to have it binds it (seen: HAProxy failing with "Address already in use")."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(200):
+        port = random.randrange(20000, max(20001, min(ephemeral, 32768)))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between 20000 and {ephemeral}")
 
 
 @pytest.fixture(scope="session")
