@@ -308,14 +308,15 @@ class VariantServer:
         return logits, (time.perf_counter() - started) * 1000
 
 
-def build_application(config: AppConfig) -> Application:
-    """The application for ``config``; the menu is built (or read from the cache) here, in
-    the driver, and handed to the replicas, which only open and time the ONNX files."""
+def build_application(config: AppConfig, menu: Menu | None = None) -> Application:
+    """The application for ``config``; the menu (``menu``, else built or read from the
+    cache here, in the driver) is handed to the replicas, which only open and time the
+    ONNX files."""
     from tiergate.build import build_menu
 
     serving = config.serving
     payload = config.model_dump(mode="json")
-    menu = build_menu(config).model_dump(mode="json")
+    menu = (menu if menu is not None else build_menu(config)).model_dump(mode="json")
     variants = None
     if serving.topology == "per_variant":
         variants = {

@@ -9,21 +9,26 @@ that decides how Ray is started (used by ``tiergate serve``, the tests and the b
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from serving.config import ServingConfig
 from tiergate.config import AppConfig
 from tiergate.settings import prepare_ray_environment
+
+if TYPE_CHECKING:
+    from profiles.menu import Menu
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "tiergate"
 
 
-def start(config: AppConfig, num_cpus: int | None = None) -> str:
-    """A local Ray cluster (no dashboard) with the application deployed and ready; its URL."""
+def start(config: AppConfig, num_cpus: int | None = None, menu: Menu | None = None) -> str:
+    """A local Ray cluster (no dashboard) with the application deployed and ready; its URL.
+    ``menu``: the config's menu when the caller built it already."""
     start_cluster(config.serving, num_cpus)
     try:
-        return deploy(config)
+        return deploy(config, menu=menu)
     except BaseException:
         stop()
         raise
@@ -42,13 +47,13 @@ def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
     serve.start(http_options={"host": serving.host, "port": serving.port})
 
 
-def deploy(config: AppConfig, name: str = APP_NAME, route_prefix: str = "/") -> str:
+def deploy(config: AppConfig, name: str = APP_NAME, route_prefix: str = "/", menu: Menu | None = None) -> str:
     """Deploy (or redeploy) the application and wait until every replica is ready."""
     from ray import serve
 
     from serving.app import build_application
 
-    serve.run(build_application(config), name=name, route_prefix=route_prefix)
+    serve.run(build_application(config, menu), name=name, route_prefix=route_prefix)
     serving = config.serving
     return f"http://{serving.host}:{serving.port}{route_prefix.rstrip('/')}"
 

@@ -139,13 +139,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port:
         overrides["serving.port"] = args.port
     config = load_config(args.config, overrides)
-    menu = build_menu(config)  # in the driver first, with progress; replicas then hit the cache
+    menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
     from serving import runtime
 
     print(f"starting Ray Serve ({config.serving.topology} topology, {config.serving.ingress} ingress); "
           "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
     try:
-        url = runtime.start(config)
+        url = runtime.start(config, menu=menu)
         print(render_table(menu))
         print(f"\ntiergate is serving {menu.model} at {url}  (API docs: {url}/docs)")
         print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers")
