@@ -119,6 +119,8 @@ def soak(args: argparse.Namespace) -> None:
     refused = [a.latency_ms for a in answers if a.status in (429, 503)]
     within = sum(ms <= bound_ms for ms in served)
     deadline_ms = 1000 * args.request_timeout_s
+    slowest = max((a for a in answers if a.status == 200), key=lambda a: a.latency_ms, default=None)
+    slowest_gateway_ms = json.loads(slowest.body)["latency_ms"] if slowest is not None else float("nan")
     print(f"\n### soak: {args.factor:g}x capacity for {args.seconds:g} s, "
           f"tier {args.tier} (bound {bound_ms} ms)\n")  # fmt: skip
     print("| measure | value |\n|---|---|")
@@ -131,6 +133,9 @@ def soak(args: argparse.Namespace) -> None:
         "no answer (client timeout, reset)": sum(n for k, n in statuses.items() if not isinstance(k, int)),
         "served 200 (within the bound)": f"{len(served)} ({within}), {len(served) / args.seconds:.0f}/s",
         "latency ms of 200s: p50 / p99 / max": percentiles(served),
+        "slowest 200: client's clock / gateway's (from routing)": (
+            f"{slowest.latency_ms:.0f} / {slowest_gateway_ms:.0f} ms" if slowest is not None else "none"
+        ),
         "latency ms of 429/503s: p50 / p99 / max": percentiles(refused),
         "slowest answer / deadline": f"{max(a.latency_ms for a in answers):.0f} ms / {deadline_ms:.0f} ms",
         "RSS MB before / peak / 5 s after": f"{rss_before:.0f} / {peak[0]:.0f} / {rss_after:.0f}",
