@@ -76,13 +76,14 @@ class RunSlots:
     And when a batch may skip the ORT thread: handing a run to it and the answer back
     costs two cross-core wake-ups (measured here: ~0.45 ms of a 6 ms request at
     concurrency 1, ~1 ms of a 17 ms one). A batch runs on the event loop's own thread when
-    ``busy()`` (the requests inside the process) says it is alone, and it is expected to
-    take at most ``inline_max_ms`` and at most ``spare_share`` of the tightest latency bound
-    any request had in the last ``memory_s``. A request that arrives meanwhile waits that
-    long to be read, as on a single-threaded server: the share is the part of its bound that
-    routing leaves spare (1 - ``serving.latency_headroom``), so a ``fast`` request is never
-    held up behind a lone fp32 run while ``fast`` traffic is about. Under load ``busy()`` is
-    above 1 and every run goes to the ORT threads.
+    ``busy()`` (the requests that run may hold up: in the replica, those inside the process
+    plus one while more than one connection sends them) says it is alone, and it is
+    expected to take at most ``inline_max_ms`` and at most ``spare_share`` of the tightest
+    latency bound any request had in the last ``memory_s``. A request that arrived meanwhile
+    would wait that long to be read, as on a single-threaded server: the share is the part
+    of its bound that routing leaves spare (1 - ``serving.latency_headroom``), so a ``fast``
+    request is never held up behind a lone fp32 run while ``fast`` traffic is about. Under
+    load ``busy()`` is above 1 and every run goes to the ORT threads.
     """
 
     def __init__(
