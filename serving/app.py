@@ -296,6 +296,11 @@ class VariantServer:
     def latency(self) -> dict[int, float]:
         return self.engine.latency_p95_ms
 
+    def set_fault(self, rate: float, delay_s: float = 0.0) -> None:
+        """Chaos hook, reachable only through a Serve handle from inside the cluster: make
+        ``rate`` of this replica's runs fail, and every run take ``delay_s`` longer."""
+        self.engine.inject_fault(rate, delay_s)
+
     def retime(self, force: bool = False) -> dict[int, float]:
         """Time the variant again: the ingress asks once every variant replica is up, when
         the variant comes back after a failure, and on an admin's re-profile (``force``)."""
