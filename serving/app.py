@@ -135,9 +135,6 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
         concurrent_runs(serving), serving.inline_run_max_ms, lambda: Door.admission.contenders(),
         spare_share=1.0 - serving.latency_headroom,
     )  # fmt: skip
-    for engine in engines.values():
-        if isinstance(engine, VariantEngine):
-            engine.run_slots = slots
     if menu.variants[0].name not in engines:
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
     limits = InputLimits(serving.max_batch_images, serving.max_body_bytes, serving.max_image_pixels)

@@ -68,7 +68,12 @@ class Gateway:
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
         self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
         self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
-        self.run_slots = run_slots  # shared by the in-process engines; told each request's bound
+        # the run slots the in-process engines share (set on them here); told each request's bound
+        self.run_slots = run_slots
+        self._local = [name for name, engine in self.engines.items() if isinstance(engine, VariantEngine)]
+        if run_slots is not None:
+            for name in self._local:
+                self.engines[name].run_slots = run_slots
         self.refresh()
         for engine in self.engines.values():
             engine.on_change = self.refresh  # a profile changed, or a remote variant went down or came back
@@ -112,20 +117,13 @@ class Gateway:
 
     def _shared_wait_ms(self) -> dict[str, float]:
         """For each in-process variant, the wait a new run would have for one of the run
-        slots it shares with other variants: the run time queued on all of them, spread
-        over the slots. Even with a slot free a run waits: the cores are the event loop's
-        too (measured: taking a free slot as no wait missed the bound 3x as often at 2x
-        load, BENCHMARKS.md)."""
-        pools: dict[int, tuple[RunSlots, list[str]]] = {}
-        for name, engine in self.engines.items():
-            slots = getattr(engine, "run_slots", None)
-            if slots is not None:
-                pools.setdefault(id(slots), (slots, []))[1].append(name)
-        waits = {}
-        for slots, names in pools.values():
-            work_ms = sum(self.engines[name].queued_work_ms() for name in names)
-            waits.update(dict.fromkeys(names, work_ms / slots.size))
-        return waits
+        slots they share: the run time queued on all of them, spread over the slots. Even
+        with a slot free a run waits: the cores are the event loop's too (measured: taking a
+        free slot as no wait missed the bound 3x as often at 2x load, BENCHMARKS.md)."""
+        if self.run_slots is None:
+            return {}
+        work_ms = sum(self.engines[name].queued_work_ms() for name in self._local)
+        return dict.fromkeys(self._local, work_ms / self.run_slots.size)
 
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
         if request.variant is not None and request.variant not in self.entries:

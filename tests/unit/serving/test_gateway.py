@@ -47,7 +47,7 @@ def menu(tmp_path_factory):
     return build_menu(load_config(folder / "config.yaml"))
 
 
-def _gateway(menu, broken: str | None = None) -> Gateway:
+def _gateway(menu, broken: str | None = None, run_slots: RunSlots | None = None) -> Gateway:
     engines = {
         e.name: VariantEngine.load(e.name, Path(e.path), e.sha256, EngineSettings(batch_wait_timeout_s=0.001))
         for e in menu.variants
@@ -62,7 +62,8 @@ def _gateway(menu, broken: str | None = None) -> Gateway:
         "fast": Tier(max_latency_ms=by_speed[0].p95_ms() * 1.01),
         "accurate": Tier(max_latency_ms=1000.0, max_accuracy_drop=0.0),
     }
-    return Gateway(menu, tiers, engines, InputDecoder(tuple(menu.input_shape)), default_tier="accurate")
+    decoder = InputDecoder(tuple(menu.input_shape))
+    return Gateway(menu, tiers, engines, decoder, default_tier="accurate", run_slots=run_slots)
 
 
 def test_tiers_route_to_the_fastest_and_the_most_accurate(menu):
@@ -181,10 +182,7 @@ def test_headroom_shrinks_the_routing_budget_not_the_slo(menu, digits):
 def test_gateway_tells_the_run_slots_each_requests_latency_bound(menu, digits):
     """After a fast and then an accurate request, the run slots hold the fast tier's bound
     (the tightest seen), which is what keeps a long run off the event loop's thread."""
-    gateway = _gateway(menu)
-    gateway.run_slots = RunSlots(1, inline_max_ms=25.0, spare_share=0.5)
-    for engine in gateway.engines.values():
-        engine.run_slots = gateway.run_slots
+    gateway = _gateway(menu, run_slots=RunSlots(1, inline_max_ms=25.0, spare_share=0.5))
     x = digits.test.x[:1]
 
     async def serve():
@@ -199,11 +197,9 @@ def test_variants_sharing_run_slots_are_given_one_shared_wait(menu, digits):
     """While one variant's slow runs hold the slots it shares with the others, every variant
     is predicted the same wait (that run time over the slots); without shared slots there
     is none, and once the runs finish the wait is 0."""
-    gateway = _gateway(menu)
-    assert all(stats.shared_wait_ms is None for stats in gateway.live().values())
+    assert all(stats.shared_wait_ms is None for stats in _gateway(menu).live().values())
     slots = RunSlots(2)
-    for engine in gateway.engines.values():
-        engine.run_slots = slots
+    gateway = _gateway(menu, run_slots=slots)
     entry = menu.variants[0]
     slow = gateway.engines[entry.name]
     slow.latency_p95_ms = {1: entry.p95_ms()}
