@@ -28,6 +28,7 @@ from serving.gateway import Gateway, GatewayError
 from serving.inputs import InputError
 from serving.logs import current_request_id
 from serving.metrics import Trace
+from serving.schemas import error_responses as errors
 from tiergate import __version__
 
 log = logging.getLogger(__name__)
@@ -266,12 +267,13 @@ def create_app(
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=errors(503))
     async def readyz():
         current = ready()
         return {"status": "ready", "variants": sorted(current.engines)}
 
-    @app.post("/v1/predict", response_model=schemas.PredictResponse)
+    @app.post("/v1/predict", response_model=schemas.PredictResponse,
+              responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
     async def predict(body: schemas.PredictRequest, request: Request):
         body = body.model_copy(update=admit(request, {"tier": body.tier, "variant": body.variant}))
         response = await ready().predict(body, request.state.request_id, request.state.trace)
@@ -279,12 +281,13 @@ def create_app(
         return Response(response.model_dump_json(), media_type="application/json",
                         headers={VARIANT_HEADER: response.variant})  # fmt: skip
 
-    @app.post("/v1/route", response_model=schemas.Decision)
+    @app.post("/v1/route", response_model=schemas.Decision,
+              responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
     async def route(body: schemas.RouteRequest, request: Request):
         body = body.model_copy(update=admit(request, {"tier": body.tier, "variant": body.variant}))
         return ready().route(body)
 
-    @app.get("/v1/variants")
+    @app.get("/v1/variants", responses=errors(401, 503))
     async def variants(request: Request):
         admit(request)
         current = ready()
@@ -306,7 +309,7 @@ def create_app(
                          "live": live})  # fmt: skip
         return {"model": current.menu.model, "quality_metric": current.menu.quality_metric, "variants": rows}
 
-    @app.get("/v1/tiers")
+    @app.get("/v1/tiers", responses=errors(401, 503))
     async def tiers(request: Request):
         admit(request)
         current = ready()
@@ -315,13 +318,13 @@ def create_app(
             for name, tier in current.tiers.items()
         }
 
-    @app.post("/v1/admin/reprofile")
+    @app.post("/v1/admin/reprofile", responses=errors(401, 403, 503))
     async def reprofile(request: Request):
         """Time every variant again on this replica, as it runs now, and route on that."""
         timings = await admin(request).reprofile()
         return {"variants": {name: {str(b): ms for b, ms in p95.items()} for name, p95 in timings.items()}}
 
-    @app.post("/v1/admin/reload-keys")
+    @app.post("/v1/admin/reload-keys", responses=errors(401, 403, 409, 503))
     async def reload_keys(request: Request):
         """Read the API keys again (rotation without a restart); rate-limit buckets carry over."""
         ops = admin(request)
@@ -330,7 +333,40 @@ def create_app(
         return {"keys": ops.reload_keys()}
 
     _add_v2_routes(app, ready, admit)
+    _document(app)
     return RequestContext(app, gateway, limits, admission)
+
+
+def _document(app: FastAPI) -> None:
+    """Two corrections to the OpenAPI schema FastAPI derives. Errors: FastAPI documents a 422
+    with its own {"detail": [...]} body on every route with a parameter, but validation
+    errors answer as ``ErrorBody`` and the routes that can have them declare it. And the v2
+    infer route reads its body raw (it may carry binary tensor data after the JSON), so its
+    JSON part, ``V2InferRequest``, is documented here."""
+    derive = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = derive()
+        for item in spec["paths"].values():
+            for operation in item.values():
+                if operation["responses"].get("422", {}).get("description") == "Validation Error":
+                    del operation["responses"]["422"]
+        components = spec["components"]["schemas"]
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        v2 = V2InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(v2.pop("$defs", {}), V2InferRequest=v2)
+        spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"] = {
+            "required": True,
+            "description": f"JSON; with the binary tensor data extension, this JSON is the first "
+            f"{BINARY_HEADER} bytes and the tensors' raw bytes follow",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}}},
+        }
+        return spec
+
+    app.openapi = openapi
 
 
 def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) -> None:
@@ -342,12 +378,12 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
     async def live():
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", responses=errors(503))
     async def v2_ready():
         ready()
         return {"ready": True}
 
-    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}", responses=errors(401, 404, 503))
     async def model_metadata(name: str, request: Request):
         admit(request)
         current = ready()
@@ -361,12 +397,12 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(current.classes)]}],
         }
 
-    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/ready", responses=errors(404, 503))
     async def model_ready(name: str):
         _model_request(ready(), name, {})
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", responses=errors(400, 401, 403, 404, 413, 422, 429, 503))
     async def infer(name: str, request: Request):
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()

@@ -76,3 +76,30 @@ class PredictResponse(BaseModel):
     slo_met: bool
     request_id: str
     retried_from: str | None = None  # the variant that failed before this one answered
+
+
+class ErrorBody(BaseModel):
+    """Every error answer, from the gateway, the API-key check or the front door."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. "known" names, the SLO's "best_accuracy"
+
+    error: str = Field(description="what is wrong, naming the field or value at fault")
+    field: str | None = Field(None, description="the input at fault, where one input is")
+
+
+ERROR_MEANINGS = {
+    400: "an unparsable body (not JSON, not UTF-8), or malformed v2 binary framing",
+    401: "API keys are on and the request has no valid key",
+    403: "the key does not allow this tier, variant or operation",
+    404: "unknown variant or model",
+    409: "the operation does not apply to this configuration",
+    413: "the body or an image is over the limits",
+    422: "an input, tier or SLO the gateway will not serve (named in error/field)",
+    429: "over the key's rate, or the variant's queue could not answer by the deadline (Retry-After)",
+    503: "not ready, overloaded (refused before the body is read) or the deadline passed (Retry-After)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: each code with ``ErrorBody`` and what it means."""
+    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}

@@ -21,7 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from PIL import Image
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 from schemathesis.generation import GenerationMode
 
 from tests.integration.conftest import deployed
@@ -132,7 +132,8 @@ def _missed_own_deadline(body: Any, status: int, text: str) -> bool:
 
 
 def test_openapi_operations_never_answer_5xx(api_schema):
-    """Every OpenAPI operation answers in time, errors as JSON, no 5xx but a missed own-deadline 503."""
+    """Every OpenAPI operation answers in time, with a status and body its schema documents
+    (errors as JSON ``ErrorBody``), never a 5xx but a missed own-deadline 503."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
     served = {
         (method.upper(), path) for path, item in api_schema.raw_schema["paths"].items() for method in item
@@ -151,7 +152,9 @@ def test_openapi_operations_never_answer_5xx(api_schema):
             response = case.call()
             if _missed_own_deadline(case.body, response.status_code, response.text):
                 return
-            case.validate_response(response, checks=[not_a_server_error])
+            case.validate_response(
+                response, checks=[not_a_server_error, status_code_conformance, response_schema_conformance]
+            )
             if response.status_code >= 400:
                 headers = {name.lower(): values for name, values in response.headers.items()}
                 content_type = headers.get("content-type", [""])[0]
