@@ -31,7 +31,7 @@ from ray.serve import Application
 
 from compression.data import DataConfig
 from profiles.menu import Menu, MenuEntry
-from serving.auth import KeyRing
+from serving.auth import KeyFileWatch, KeyRing
 from serving.config import ServingConfig
 from serving.engine import (
     CorruptArtifact,
@@ -41,7 +41,7 @@ from serving.engine import (
     VariantEngine,
 )
 from serving.frontdoor import Door, Limits
-from serving.gateway import Gateway
+from serving.gateway import Gateway, GatewayError
 from serving.http import create_app
 from serving.inputs import InputDecoder, InputLimits, Preprocess
 from serving.logs import route_into_serve_log
@@ -175,7 +175,12 @@ class Admin:
         return {name: dict(engine.latency_p95_ms) for name, engine in self.gateway.engines.items()}
 
     def reload_keys(self) -> int:
-        keys = KeyRing.load(self.config.serving.auth, settings.api_keys())
+        """Read the keys again; a file that does not load leaves the current keys in place."""
+        try:
+            keys = KeyRing.load(self.config.serving.auth, settings.api_keys())
+        except (OSError, ValueError) as error:
+            current = len(_Replica.keys) if _Replica.keys is not None else 0
+            raise GatewayError(409, f"keys not reloaded, the {current} current keys stay: {error}") from None
         if _Replica.keys is not None:
             keys.keep_buckets_from(_Replica.keys)
         _Replica.keys = keys
@@ -210,6 +215,12 @@ class Ingress:
         gateway.metrics.describe(gateway)
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(gateway.metrics, gateway))
         _Replica.admin = Admin(app_config, menu, gateway)
+        auth = serving.auth
+        if auth.enabled and auth.keys_file is not None and auth.watch_interval_s > 0:
+            watch = KeyFileWatch(auth.keys_file)
+            self._key_watch = asyncio.get_running_loop().create_task(
+                _watch_keys(_Replica.admin, watch, auth.watch_interval_s)
+            )
         _Replica.gateway = gateway
         Door.install(_Replica.limits, on_refusal=lambda: gateway.metrics.request(Trace(), 503))
         freeze_startup_objects()
@@ -223,6 +234,19 @@ class Ingress:
         if not isinstance(engine, VariantEngine):
             raise TypeError(f"{variant} runs in its own deployment: kill its replica instead")
         engine.inject_fault(rate, delay_s)  # the gateway re-reads its profile (on_change)
+
+
+async def _watch_keys(admin: Admin, watch: KeyFileWatch, interval_s: float) -> None:
+    """Reload the keys whenever the file's content changes. Every replica runs this, so a key
+    removed from the file stops working on all of them within ``interval_s``."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if not watch.changed():
+            continue
+        try:
+            admin.reload_keys()
+        except GatewayError as error:
+            log.error("%s changed but did not load: %s", watch.path, error)
 
 
 def freeze_startup_objects() -> None:

@@ -58,6 +58,13 @@ class AuthConfig(BaseModel):
 
     enabled: bool = Field(False, description="require a bearer API key on inference and catalog routes")
     keys_file: Path | None = Field(None, description="YAML/JSON with `keys:`; else $TIERGATE_API_KEYS")
+    watch_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="every replica re-reads keys_file this often and reloads when its content "
+        "changed, so a revoked key stops working on all of them (/v1/admin/reload-keys reaches "
+        "one); 0: only on that call",
+    )
 
 
 def digest(key: str) -> str:
@@ -126,7 +133,10 @@ class KeyRing:
             text, source = env_value, "$TIERGATE_API_KEYS"
         else:
             raise ValueError("serving.auth.enabled needs serving.auth.keys_file or $TIERGATE_API_KEYS")
-        raw = yaml.safe_load(text) if not text.lstrip().startswith(("{", "[")) else json.loads(text)
+        try:
+            raw = yaml.safe_load(text) if not text.lstrip().startswith(("{", "[")) else json.loads(text)
+        except (yaml.YAMLError, ValueError) as error:
+            raise ValueError(f"{source}: not valid YAML or JSON: {error}") from None
         entries = raw.get("keys") if isinstance(raw, dict) else raw
         if not isinstance(entries, list) or not entries:
             raise ValueError(f"{source}: expected a non-empty list under `keys:`")
@@ -159,3 +169,25 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._grants)
+
+
+class KeyFileWatch:
+    """Whether the keys file's content changed since the last look (by digest, not mtime: a
+    Kubernetes Secret volume swaps a symlink, and an editor may keep the mtime)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._seen = self._digest()
+
+    def _digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None  # gone for a moment (being replaced): not a change to act on
+
+    def changed(self) -> bool:
+        current = self._digest()
+        if current is None or current == self._seen:
+            return False
+        self._seen = current
+        return True

@@ -92,7 +92,7 @@ ERROR_MEANINGS = {
     401: "API keys are on and the request has no valid key",
     403: "the key does not allow this tier, variant or operation",
     404: "unknown variant or model",
-    409: "the operation does not apply to this configuration",
+    409: "not for this configuration (API keys off), or the keys file did not load (current keys stay)",
     413: "the body or an image is over the limits",
     422: "an input, tier or SLO the gateway will not serve (named in error/field)",
     429: "over the key's rate, or the variant's queue could not answer by the deadline (Retry-After)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -14,6 +16,7 @@ FREE = "free-key-0123456789abcdef"
 INTERNAL = "internal-key-0123456789abcdef"
 ADMIN = "admin-key-0123456789abcdef"
 ROTATED = "rotated-key-0123456789abcdef"
+WATCH_S = 0.5  # serving.auth.watch_interval_s of the application under test
 
 
 KEYS = (
@@ -32,7 +35,7 @@ def keys_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(digits_config, keys_file):
-    config = digits_config(auth={"enabled": True, "keys_file": str(keys_file)})
+    config = digits_config(auth={"enabled": True, "keys_file": str(keys_file), "watch_interval_s": WATCH_S})
     for url in deployed(config, "tiergate-auth", "/auth"):
         with httpx.Client(base_url=url, timeout=30) as http:
             yield http
@@ -80,6 +83,30 @@ def test_admin_operations_need_an_admin_key(client, keys_file):
         assert client.post("/v1/admin/reload-keys", headers=admin).json() == {"keys": 3}
         assert client.get("/v1/tiers", headers=rotated).status_code == 200
         assert client.get("/v1/tiers", headers=internal).status_code == 401
+    finally:
+        keys_file.write_text(KEYS)
+        client.post("/v1/admin/reload-keys", headers=admin)
+
+
+def test_replicas_reload_a_changed_keys_file_by_themselves(client, keys_file):
+    """With no admin call, a key added to the file serves and a removed one gets 401 within
+    a few watch intervals; a file that does not load keeps the keys in force, and
+    reload-keys then answers 409 naming the file."""
+    internal, rotated = {"Authorization": f"Bearer {INTERNAL}"}, {"Authorization": f"Bearer {ROTATED}"}
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert client.get("/v1/tiers", headers=internal).status_code == 200
+    keys_file.write_text(KEYS.replace(digest(INTERNAL), digest(ROTATED)))
+    try:
+        deadline = time.monotonic() + 20 * WATCH_S
+        while client.get("/v1/tiers", headers=rotated).status_code != 200:
+            assert time.monotonic() < deadline, "the changed keys file was not picked up"
+            time.sleep(WATCH_S / 5)
+        assert client.get("/v1/tiers", headers=internal).status_code == 401
+        keys_file.write_text("keys: [unclosed")
+        time.sleep(3 * WATCH_S)
+        assert client.get("/v1/tiers", headers=rotated).status_code == 200
+        refused = client.post("/v1/admin/reload-keys", headers=admin)
+        assert refused.status_code == 409 and str(keys_file) in refused.json()["error"], refused.text
     finally:
         keys_file.write_text(KEYS)
         client.post("/v1/admin/reload-keys", headers=admin)

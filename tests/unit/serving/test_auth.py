@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from serving.auth import AuthConfig, AuthError, KeyRing, KeySpec, digest
+from serving.auth import AuthConfig, AuthError, KeyFileWatch, KeyRing, KeySpec, digest
 
 FREE = "free-key-0123456789abcdef"
 ADMIN = "internal-key-0123456789abcdef"
@@ -90,3 +90,28 @@ def test_a_reload_keeps_each_remaining_keys_token_bucket():
         after.authenticate(f"Bearer {FREE}").take()
     assert limited.value.status == 429
     after.authenticate(f"Bearer {ADMIN}").take()  # the new key's bucket is full
+
+
+def test_key_file_watch_reports_a_content_change_once_and_ignores_a_missing_file(tmp_path):
+    """changed() is true once after the content changes (not for a rewrite of the same bytes),
+    and false while the file is missing."""
+    path = tmp_path / "keys.yaml"
+    path.write_text("keys: [a]")
+    watch = KeyFileWatch(path)
+    assert not watch.changed()
+    path.write_text("keys: [a]")
+    assert not watch.changed()
+    path.write_text("keys: [b]")
+    assert watch.changed() and not watch.changed()
+    path.unlink()
+    assert not watch.changed()
+    path.write_text("keys: [c]")
+    assert watch.changed()
+
+
+def test_a_keys_file_that_does_not_parse_is_named_in_the_error(tmp_path):
+    """Invalid YAML is a ValueError that names the file (so a reload can keep the old keys)."""
+    path = tmp_path / "keys.yaml"
+    path.write_text("keys: [unclosed")
+    with pytest.raises(ValueError, match=str(path)):
+        KeyRing.load(AuthConfig(enabled=True, keys_file=path))
