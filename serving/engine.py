@@ -42,6 +42,20 @@ class InjectedFault(RuntimeError):
     """A failure injected on purpose (``fault_rate``), for chaos tests and drills."""
 
 
+class VariantFailed(RuntimeError):
+    """A variant's deployment failed to answer (its replica died, or its run raised)."""
+
+
+def remote_reason(error: BaseException) -> str:
+    """One line for logs and answers: a remote error's cause and message, without the
+    traceback, pid, address and actor id that Ray puts in the text of its errors."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 class DeadlineExceeded(RuntimeError):
     """The request's deadline passed while it waited; it was dropped from the queue."""
 
@@ -426,11 +440,15 @@ class RemoteEngine:
             raise TimeoutError(f"{self.name}: no answer within {self.timeout_s} s") from None
         except BackPressureError as error:
             raise QueueFull(f"{self.name}: {error}") from None
-        except (QueueFull, DeadlineExceeded):  # raised in the replica; Ray re-raises the cause's type
-            raise
+        except (QueueFull, DeadlineExceeded) as error:
+            # raised in the replica: Ray re-raises a RayTaskError that is also the cause's type,
+            # whose text is the replica's traceback; pass on the cause's own message
+            cause = getattr(error, "cause", error)
+            raise type(cause)(str(cause)) from None
         except Exception as error:
-            self._failed(str(error).splitlines()[0] if str(error) else type(error).__name__)
-            raise
+            reason = remote_reason(error)
+            self._failed(reason)
+            raise VariantFailed(f"{self.name}: {reason}") from error
         finally:
             self.stats.in_flight -= 1
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -462,8 +480,8 @@ class RemoteEngine:
                 latency = await asyncio.wait_for(self.handle.retime.remote(), self.timeout_s + 10)
             except Exception as error:
                 if attempt % 10 == 1:
-                    log.info("variant %s: re-timing attempt %d failed: %s", self.name, attempt,
-                             str(error).splitlines()[0] if str(error) else type(error).__name__)  # fmt: skip
+                    reason = remote_reason(error)
+                    log.info("variant %s: re-timing attempt %d failed: %s", self.name, attempt, reason)
                 await asyncio.sleep(every_s)
                 continue
             self.latency_p95_ms = {int(b): ms for b, ms in latency.items()}

@@ -12,7 +12,16 @@ import pytest
 
 from compression.cache import file_sha256
 from compression.export import export_onnx
-from serving.engine import CorruptArtifact, EngineSettings, QueueFull, RunSlots, VariantEngine
+from serving.engine import (
+    CorruptArtifact,
+    EngineSettings,
+    QueueFull,
+    RemoteEngine,
+    RunSlots,
+    VariantEngine,
+    VariantFailed,
+    remote_reason,
+)
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +216,46 @@ def test_inline_runs_fit_the_spare_share_of_the_tightest_recent_bound():
     assert slots.tightest_bound_ms() == 60.0 and slots.inline(16.0)
     slots.saw_bound(None)  # a request with no bound keeps the tighter one
     assert slots.tightest_bound_ms() == 60.0
+
+
+class _FailingHandle:
+    """A deployment handle whose ``infer`` call fails as Ray delivers a replica's exception:
+    a RayTaskError that is also an instance of the cause's type, its text the traceback."""
+
+    def __init__(self, cause: Exception) -> None:
+        from ray.exceptions import RayTaskError
+
+        self.error = RayTaskError("infer", "Traceback (most recent call last):\n  ...", cause,
+                                  pid=4242, ip="10.0.0.1").as_instanceof_cause()  # fmt: skip
+        self.infer = self
+
+    def remote(self, *args):
+        error = self.error
+
+        class Response:
+            def __await__(self):
+                raise error
+                yield
+
+            def cancel(self) -> None:
+                pass
+
+        return Response()
+
+
+@pytest.mark.parametrize("cause", [QueueFull("v: queue needs 523 ms"), ValueError("bad input shape")])
+def test_a_remote_variants_error_reaches_the_gateway_as_its_cause_without_rays_traceback(cause):
+    """A replica's QueueFull arrives as a QueueFull with the replica's own message; any other
+    failure as VariantFailed naming the cause's type and first line; neither carries Ray's
+    traceback, pid or address."""
+    engine = RemoteEngine("v", _FailingHandle(cause), {1: 1.0}, replicas=1, max_queued=8)
+
+    async def call():
+        await engine.infer(np.zeros((1, 1, 8, 8), np.float32))
+
+    expected = QueueFull if isinstance(cause, QueueFull) else VariantFailed
+    with pytest.raises(expected) as raised:
+        asyncio.run(call())
+    text = str(raised.value)
+    assert str(cause) in text and "Traceback" not in text and "4242" not in text and "10.0.0.1" not in text
+    assert remote_reason(_FailingHandle(cause).error) == f"{type(cause).__name__}: {cause}"
