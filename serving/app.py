@@ -178,7 +178,7 @@ class Admin:
         """Read the keys again; a file that does not load leaves the current keys in place."""
         try:
             keys = KeyRing.load(self.config.serving.auth, settings.api_keys())
-        except (OSError, ValueError) as error:
+        except Exception as error:  # whatever the file holds (even nesting deep enough to overflow)
             current = len(_Replica.keys) if _Replica.keys is not None else 0
             raise GatewayError(409, f"keys not reloaded, the {current} current keys stay: {error}") from None
         if _Replica.keys is not None:
@@ -202,8 +202,13 @@ class Ingress:
         _Replica.limits = Limits(
             serving.max_body_bytes, serving.max_in_flight, max_loop_lag_s=serving.max_loop_lag_ms / 1000
         )
-        if serving.auth.enabled:
-            _Replica.keys = KeyRing.load(serving.auth, settings.api_keys())
+        auth, key_watch = serving.auth, None
+        if auth.enabled:
+            if auth.keys_file is not None and auth.watch_interval_s > 0:
+                # before the load: a change during the seconds of start-up that follow is
+                # then seen as a change, not taken for what was loaded
+                key_watch = KeyFileWatch(auth.keys_file)
+            _Replica.keys = KeyRing.load(auth, settings.api_keys())
         engines = None
         if variants is not None:
             engines = await _remote_engines(variants, app_config.serving)
@@ -215,11 +220,9 @@ class Ingress:
         gateway.metrics.describe(gateway)
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(gateway.metrics, gateway))
         _Replica.admin = Admin(app_config, menu, gateway)
-        auth = serving.auth
-        if auth.enabled and auth.keys_file is not None and auth.watch_interval_s > 0:
-            watch = KeyFileWatch(auth.keys_file)
+        if key_watch is not None:
             self._key_watch = asyncio.get_running_loop().create_task(
-                _watch_keys(_Replica.admin, watch, auth.watch_interval_s)
+                _watch_keys(_Replica.admin, key_watch, auth.watch_interval_s)
             )
         _Replica.gateway = gateway
         Door.install(_Replica.limits, on_refusal=lambda: gateway.metrics.request(Trace(), 503))
@@ -245,7 +248,7 @@ async def _watch_keys(admin: Admin, watch: KeyFileWatch, interval_s: float) -> N
             continue
         try:
             admin.reload_keys()
-        except GatewayError as error:
+        except Exception as error:  # the watch must outlive any bad file
             log.error("%s changed but did not load: %s", watch.path, error)
 
 

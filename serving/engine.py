@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -52,8 +53,12 @@ def remote_reason(error: BaseException) -> str:
     cause = getattr(error, "cause", None)
     if isinstance(cause, BaseException):
         error = cause
-    lines = str(error).strip().splitlines()
+    lines = (_ANSI_COLOUR.sub("", line).strip() for line in str(error).splitlines())
+    lines = [line for line in lines if line and "(pid=" not in line]  # Ray's "ray::Actor (pid=...)"
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class DeadlineExceeded(RuntimeError):

@@ -318,13 +318,13 @@ def create_app(
             for name, tier in current.tiers.items()
         }
 
-    @app.post("/v1/admin/reprofile", responses=errors(401, 403, 503))
+    @app.post("/v1/admin/reprofile", responses=errors(401, 403, 413, 503))
     async def reprofile(request: Request):
         """Time every variant again on this replica, as it runs now, and route on that."""
         timings = await admin(request).reprofile()
         return {"variants": {name: {str(b): ms for b, ms in p95.items()} for name, p95 in timings.items()}}
 
-    @app.post("/v1/admin/reload-keys", responses=errors(401, 403, 409, 503))
+    @app.post("/v1/admin/reload-keys", responses=errors(401, 403, 409, 413, 503))
     async def reload_keys(request: Request):
         """Read the API keys again (rotation without a restart); rate-limit buckets carry over."""
         ops = admin(request)
@@ -397,8 +397,9 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(current.classes)]}],
         }
 
-    @app.get("/v2/models/{name}/ready", responses=errors(404, 503))
-    async def model_ready(name: str):
+    @app.get("/v2/models/{name}/ready", responses=errors(401, 404, 503))
+    async def model_ready(name: str, request: Request):
+        admit(request)  # with keys on, names (tiers, variants) are not told to callers without one
         _model_request(ready(), name, {})
         return {"name": name, "ready": True}
 
@@ -406,6 +407,7 @@ def _add_v2_routes(app: FastAPI, ready: Callable[[], Gateway], admit: Callable) 
     async def infer(name: str, request: Request):
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()
+        admit(request)  # the key first: a caller without one learns nothing from the answer
         body, binary = _parse_v2(await request.body(), request.headers.get(BINARY_HEADER))
         routing = admit(request, _model_request(current, name, body.parameters))
         x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")

@@ -88,7 +88,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_MEANINGS = {
-    400: "an unparsable body (not JSON, not UTF-8), or malformed v2 binary framing",
+    400: "a /v1 body that is not UTF-8 text, or malformed v2 binary framing",
     401: "API keys are on and the request has no valid key",
     403: "the key does not allow this tier, variant or operation",
     404: "unknown variant or model",

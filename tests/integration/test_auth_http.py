@@ -90,23 +90,30 @@ def test_admin_operations_need_an_admin_key(client, keys_file):
 
 def test_replicas_reload_a_changed_keys_file_by_themselves(client, keys_file):
     """With no admin call, a key added to the file serves and a removed one gets 401 within
-    a few watch intervals; a file that does not load keeps the keys in force, and
-    reload-keys then answers 409 naming the file."""
+    a few watch intervals; a file that does not load keeps the keys in force (reload-keys
+    answers 409 naming it), and the next good file is picked up again."""
     internal, rotated = {"Authorization": f"Bearer {INTERNAL}"}, {"Authorization": f"Bearer {ROTATED}"}
     admin = {"Authorization": f"Bearer {ADMIN}"}
     assert client.get("/v1/tiers", headers=internal).status_code == 200
-    keys_file.write_text(KEYS.replace(digest(INTERNAL), digest(ROTATED)))
-    try:
+
+    def picked_up(headers: dict[str, str]) -> None:
         deadline = time.monotonic() + 20 * WATCH_S
-        while client.get("/v1/tiers", headers=rotated).status_code != 200:
+        while client.get("/v1/tiers", headers=headers).status_code != 200:
             assert time.monotonic() < deadline, "the changed keys file was not picked up"
             time.sleep(WATCH_S / 5)
+
+    keys_file.write_text(KEYS.replace(digest(INTERNAL), digest(ROTATED)))
+    try:
+        picked_up(rotated)
         assert client.get("/v1/tiers", headers=internal).status_code == 401
         keys_file.write_text("keys: [unclosed")
         time.sleep(3 * WATCH_S)
         assert client.get("/v1/tiers", headers=rotated).status_code == 200
         refused = client.post("/v1/admin/reload-keys", headers=admin)
         assert refused.status_code == 409 and str(keys_file) in refused.json()["error"], refused.text
+        keys_file.write_text(KEYS)  # the watch outlived the bad file
+        picked_up(internal)
+        assert client.get("/v1/tiers", headers=rotated).status_code == 401
     finally:
         keys_file.write_text(KEYS)
         client.post("/v1/admin/reload-keys", headers=admin)

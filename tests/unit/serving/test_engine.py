@@ -259,3 +259,13 @@ def test_a_remote_variants_error_reaches_the_gateway_as_its_cause_without_rays_t
     text = str(raised.value)
     assert str(cause) in text and "Traceback" not in text and "4242" not in text and "10.0.0.1" not in text
     assert remote_reason(_FailingHandle(cause).error) == f"{type(cause).__name__}: {cause}"
+
+
+def test_remote_reason_drops_rays_coloured_actor_header():
+    """A dead actor's error text starts with Ray's coloured "ray::... (pid=..., ip=...)"
+    header; the reason is the first line after it."""
+    error = RuntimeError(
+        "\x1b[36mray::ServeReplica:app:variant-int8\x1b[39m (pid=4242, ip=10.0.0.1, actor_id=ab12)\n"
+        "The actor died unexpectedly before finishing this task.\n\tclass_name: ServeReplica"
+    )
+    assert remote_reason(error) == "RuntimeError: The actor died unexpectedly before finishing this task."
