@@ -47,6 +47,9 @@ class VariantFailed(RuntimeError):
     """A variant's deployment failed to answer (its replica died, or its run raised)."""
 
 
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def remote_reason(error: BaseException) -> str:
     """One line for logs and answers: a remote error's cause and message, without the
     traceback, pid, address and actor id that Ray puts in the text of its errors."""
@@ -56,9 +59,6 @@ def remote_reason(error: BaseException) -> str:
     lines = (_ANSI_COLOUR.sub("", line).strip() for line in str(error).splitlines())
     lines = [line for line in lines if line and "(pid=" not in line]  # Ray's "ray::Actor (pid=...)"
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class DeadlineExceeded(RuntimeError):
@@ -294,17 +294,21 @@ class VariantEngine:
         """Until ``images`` more would be answered: the queued images in full batches, plus
         the batch running now, at the profiled speed scaled by the recent slowdown."""
         queued = self._images_pending() + images
-        batches = math.ceil(queued / self.settings.max_batch_size) + (1 if self._running else 0)
-        return batches * self._run_ms(min(queued, self.settings.max_batch_size))
+        running = self._run_ms(min(queued, self.settings.max_batch_size)) if self._running else 0.0
+        return self._batches_ms(queued) + running
 
     def queued_work_ms(self) -> float:
         """Run time still ahead on this variant: its waiting images in full batches plus the
         batch running now, at the profiled speed scaled by the slowdown. The running batch
         counts whole, not what is left of it: a new run shares the cores with it to the end
         (measured at 2x load, counting what is left missed the bound 2-3x as often)."""
-        pending, largest = self._images_pending(), self.settings.max_batch_size
-        work = math.ceil(pending / largest) * self._run_ms(min(pending, largest)) if pending else 0.0
-        return work + (self._run_ms(self._running) if self._running else 0.0)
+        running = self._run_ms(self._running) if self._running else 0.0
+        return self._batches_ms(self._images_pending()) + running
+
+    def _batches_ms(self, images: int) -> float:
+        """Run time for ``images`` in full batches (the last as long as a full one)."""
+        largest = self.settings.max_batch_size
+        return math.ceil(images / largest) * self._run_ms(min(images, largest)) if images else 0.0
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
