@@ -73,6 +73,7 @@ def engine_settings(serving: ServingConfig) -> EngineSettings:
         batch_wait_timeout_s=serving.batch_wait_timeout_s,
         max_queued=serving.max_queued_per_variant,
         run_niceness=serving.run_niceness,
+        max_runs=serving.max_runs_per_variant or concurrent_runs(serving),
     )
 
 

@@ -71,6 +71,13 @@ class ServingConfig(BaseModel):
         "use); more runs than cores time-slice the cores the event loop needs to read, refuse and "
         "answer requests",
     )
+    max_runs_per_variant: int | None = Field(
+        None,
+        ge=1,
+        description="ORT runs of one variant at once within max_concurrent_runs (default: all of "
+        "them), so that a busy variant uses every free core instead of queueing behind its own run; "
+        "1: each variant runs one batch at a time",
+    )
     inline_run_max_ms: float = Field(
         25.0,
         ge=0,

@@ -75,7 +75,10 @@ class EngineSettings:
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.0
     max_queued: int = 256
-    run_niceness: int = 0  # added to the nice value of the thread that runs ORT
+    run_niceness: int = 0  # added to the nice value of the threads that run ORT
+    # runs of this variant at once, within the run slots its process shares (without
+    # shared run slots, one at a time)
+    max_runs: int = 1
 
 
 def _lower_priority(increment: int) -> None:
@@ -188,17 +191,17 @@ class VariantEngine:
         self.available = True  # in-process: always (a RemoteEngine goes down with its replica)
         self._chaos = random.Random(0)
         self._pending: list[_Pending] = []
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._workers: set[asyncio.Task] = set()  # each takes batches and runs them, one at a time
+        self._idle_workers = 0  # workers not in a run now (waiting for a run slot, or about to)
         # runs yield the CPU to the event loop (run_niceness): under overload the loop must
         # keep reading, refusing and answering requests; a run can wait a little
         self._executor = ThreadPoolExecutor(
-            max_workers=1,
+            max_workers=max(1, settings.max_runs),
             thread_name_prefix=f"ort-{name}",
             initializer=_lower_priority,
             initargs=(settings.run_niceness,),
         )
-        self._running = 0  # images in the batch in ORT now (0: none)
+        self._running: list[int] = []  # the images of each batch in ORT now
         self.run_slots: RunSlots | None = None  # shared by the process's engines (set by their owner)
 
     @classmethod
@@ -264,13 +267,10 @@ class VariantEngine:
                     f"past the request's deadline ({max(0.0, left_ms):.0f} ms left)"
                 )
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done():
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._drain())
         pending = _Pending(x, loop.create_future(), deadline)
         self._pending.append(pending)
         self.stats.in_flight += 1
-        self._wake.set()
+        self._add_worker(loop)
         # at the deadline the future fails (the batcher skips answered futures): a timer
         # handle per request, cheaper than wrapping the wait in asyncio.wait_for
         # (call_later: a loop's own clock need not be time.monotonic(); uvloop's is not)
@@ -290,19 +290,28 @@ class VariantEngine:
                 DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued")
             )
 
+    @property
+    def max_runs(self) -> int:
+        """Batches of this variant that may run at once: ``settings.max_runs`` within the
+        process's run slots; one at a time where there are none (a variant's own replica)."""
+        if self.run_slots is None:
+            return 1
+        return max(1, min(self.settings.max_runs, self.run_slots.size))
+
     def expected_wait_ms(self, images: int = 1) -> float:
-        """Until ``images`` more would be answered: the queued images in full batches, plus
-        the batch running now, at the profiled speed scaled by the recent slowdown."""
+        """Until ``images`` more would be answered: the queued images in full batches over
+        the runs this variant may have at once, plus a batch running now, at the profiled
+        speed scaled by the recent slowdown."""
         queued = self._images_pending() + images
         running = self._run_ms(min(queued, self.settings.max_batch_size)) if self._running else 0.0
-        return self._batches_ms(queued) + running
+        return self._batches_ms(queued) / self.max_runs + running
 
     def queued_work_ms(self) -> float:
         """Run time still ahead on this variant: its waiting images in full batches plus the
-        batch running now, at the profiled speed scaled by the slowdown. The running batch
+        batches running now, at the profiled speed scaled by the slowdown. A running batch
         counts whole, not what is left of it: a new run shares the cores with it to the end
         (measured at 2x load, counting what is left missed the bound 2-3x as often)."""
-        running = self._run_ms(self._running) if self._running else 0.0
+        running = sum(self._run_ms(images) for images in self._running)
         return self._batches_ms(self._images_pending()) + running
 
     def _batches_ms(self, images: int) -> float:
@@ -310,33 +319,46 @@ class VariantEngine:
         largest = self.settings.max_batch_size
         return math.ceil(images / largest) * self._run_ms(min(images, largest)) if images else 0.0
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending:
-                continue
-            # Requests that arrive while a batch runs form the next batch on their own; an
-            # extra wait only pays under steady load, so it is opt-in (0 by default).
-            deadline = loop.time() + self.settings.batch_wait_timeout_s
-            while self._images_pending() < self.settings.max_batch_size and loop.time() < deadline:
-                await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
-            async with self.run_slots.semaphore if self.run_slots else contextlib.nullcontext():
-                await self._run_batch(loop)
-            if self._pending:
-                self._wake.set()
+    def _add_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a worker for the waiting requests when every worker there is runs a batch
+        and fewer than ``max_runs`` are: a busy variant takes the free cores instead of
+        queueing behind its own run."""
+        if self._pending and not self._idle_workers and len(self._workers) < self.max_runs:
+            self._idle_workers += 1  # counted now: requests until it starts need no other worker
+            self._workers.add(loop.create_task(self._work()))
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Take the oldest requests that fit one batch (deadlines checked now, as it starts),
-        run them, and answer each. The slowdown counts the run alone: the wait for a run slot
-        is the gateway's shared-wait estimate (``Gateway.live``)."""
-        batch = self._take_batch()
-        if not batch:  # every waiting request passed its deadline
-            return
+    async def _work(self) -> None:
+        """Take batches and run them, each in a run slot (a core) of the process, while
+        requests wait; then end."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                # Requests that arrive while a batch runs form the next batch on their own; an
+                # extra wait only pays under steady load, so it is opt-in (0 by default).
+                deadline = loop.time() + self.settings.batch_wait_timeout_s
+                while self._images_pending() < self.settings.max_batch_size and loop.time() < deadline:
+                    await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
+                async with self.run_slots.semaphore if self.run_slots else contextlib.nullcontext():
+                    batch = self._take_batch()
+                    if not batch:  # taken by another worker, or every one passed its deadline
+                        continue
+                    self._idle_workers -= 1
+                    self._add_worker(loop)  # for the requests this batch left waiting
+                    try:
+                        await self._run_batch(batch, loop)
+                    finally:
+                        self._idle_workers += 1
+        finally:
+            self._idle_workers -= 1
+            self._workers.discard(asyncio.current_task())
+
+    async def _run_batch(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        """Run one batch (taken by ``_take_batch`` as it got its run slot) and answer each
+        request in it. The slowdown counts the run alone: the wait for a run slot is the
+        gateway's shared-wait estimate (``Gateway.live``)."""
         stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
         started = time.perf_counter()
-        self._running = len(stacked)
+        self._running.append(len(stacked))
         try:
             if self.run_slots is not None and self.run_slots.inline(self._run_ms(len(stacked))):
                 self.run_slots.inline_runs += 1
@@ -363,7 +385,7 @@ class VariantEngine:
                     p.future.set_result(logits[offset : offset + len(p.x)])
                 offset += len(p.x)
         finally:
-            self._running = 0
+            self._running.remove(len(stacked))
 
     def _images_pending(self) -> int:
         return sum(len(p.x) for p in self._pending)
@@ -398,8 +420,8 @@ class VariantEngine:
         return service_time_ms(self._profile, batch_size) * self.stats.slowdown
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in list(self._workers):
+            worker.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

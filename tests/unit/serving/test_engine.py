@@ -154,6 +154,44 @@ def test_engines_sharing_run_slots_never_run_at_once(model_file, digits):
         engine.close()
 
 
+@pytest.mark.parametrize(
+    ("max_runs", "slots", "expected"),
+    [(2, 2, 2), (3, 2, 2), (1, 2, 1), (2, None, 1)],
+)
+def test_a_busy_variant_runs_batches_at_once_up_to_its_limit_within_the_run_slots(
+    model_file, digits, max_runs, slots, expected
+):
+    """With six single-image requests queued, a variant runs min(max_runs, run slots)
+    batches at once (one at a time without run slots), and answers every request."""
+    engine = _engine(model_file, max_batch_size=1, max_runs=max_runs)
+    lock, running, most = threading.Lock(), [0], [0]
+    run = engine.run
+
+    def counted(x):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough that every run that may overlap does
+            return run(x)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    engine.run = counted
+
+    async def main():
+        if slots is not None:
+            engine.run_slots = RunSlots(slots)
+        return await asyncio.gather(*(engine.infer(digits.test.x[i : i + 1]) for i in range(6)))
+
+    results = asyncio.run(main())
+    for i, logits in enumerate(results):
+        np.testing.assert_allclose(logits, run(digits.test.x[i : i + 1]), rtol=1e-4, atol=1e-4)
+    assert most[0] == expected and engine.stats.completed == 6
+    engine.close()
+
+
 def test_runs_happen_at_lower_cpu_priority_than_the_caller(model_file, digits):
     """With run_niceness 3, the thread that runs ORT has a nice value 3 above (or capped at
     19) the caller's."""
