@@ -192,7 +192,7 @@ class VariantEngine:
         self._chaos = random.Random(0)
         self._pending: list[_Pending] = []
         self._workers: set[asyncio.Task] = set()  # each takes batches and runs them, one at a time
-        self._idle_workers = 0  # workers not in a run now (waiting for a run slot, or about to)
+        self._idle_workers: set[asyncio.Task] = set()  # of those, the ones not in a run now
         # runs yield the CPU to the event loop (run_niceness): under overload the loop must
         # keep reading, refusing and answering requests; a run can wait a little
         self._executor = ThreadPoolExecutor(
@@ -299,12 +299,12 @@ class VariantEngine:
         return max(1, min(self.settings.max_runs, self.run_slots.size))
 
     def expected_wait_ms(self, images: int = 1) -> float:
-        """Until ``images`` more would be answered: the queued images in full batches over
-        the runs this variant may have at once, plus a batch running now, at the profiled
-        speed scaled by the recent slowdown."""
+        """Until ``images`` more would be answered: the queued images in full batches, run
+        ``max_runs`` at a time (a batch is never split across runs), plus a batch running
+        now, at the profiled speed scaled by the recent slowdown."""
         queued = self._images_pending() + images
         running = self._run_ms(min(queued, self.settings.max_batch_size)) if self._running else 0.0
-        return self._batches_ms(queued) / self.max_runs + running
+        return self._batches_ms(queued, at_once=self.max_runs) + running
 
     def queued_work_ms(self) -> float:
         """Run time still ahead on this variant: its waiting images in full batches plus the
@@ -314,23 +314,30 @@ class VariantEngine:
         running = sum(self._run_ms(images) for images in self._running)
         return self._batches_ms(self._images_pending()) + running
 
-    def _batches_ms(self, images: int) -> float:
-        """Run time for ``images`` in full batches (the last as long as a full one)."""
+    def _batches_ms(self, images: int, at_once: int = 1) -> float:
+        """Run time for ``images`` in full batches (the last as long as a full one), run
+        ``at_once`` at a time."""
         largest = self.settings.max_batch_size
-        return math.ceil(images / largest) * self._run_ms(min(images, largest)) if images else 0.0
+        rounds = math.ceil(math.ceil(images / largest) / at_once)
+        return rounds * self._run_ms(min(images, largest)) if images else 0.0
 
     def _add_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start a worker for the waiting requests when every worker there is runs a batch
         and fewer than ``max_runs`` are: a busy variant takes the free cores instead of
         queueing behind its own run."""
+        # a worker cancelled before its first step (its loop ended, or close()) never ran
+        # its own clean-up
+        self._workers = {worker for worker in self._workers if not worker.done()}
+        self._idle_workers &= self._workers
         if self._pending and not self._idle_workers and len(self._workers) < self.max_runs:
-            self._idle_workers += 1  # counted now: requests until it starts need no other worker
-            self._workers.add(loop.create_task(self._work()))
+            worker = loop.create_task(self._work())
+            self._workers.add(worker)
+            self._idle_workers.add(worker)  # idle from now: requests until it starts need no other
 
     async def _work(self) -> None:
         """Take batches and run them, each in a run slot (a core) of the process, while
         requests wait; then end."""
-        loop = asyncio.get_running_loop()
+        loop, me = asyncio.get_running_loop(), asyncio.current_task()
         try:
             while self._pending:
                 # Requests that arrive while a batch runs form the next batch on their own; an
@@ -342,50 +349,60 @@ class VariantEngine:
                     batch = self._take_batch()
                     if not batch:  # taken by another worker, or every one passed its deadline
                         continue
-                    self._idle_workers -= 1
+                    self._idle_workers.discard(me)
                     self._add_worker(loop)  # for the requests this batch left waiting
                     try:
                         await self._run_batch(batch, loop)
                     finally:
-                        self._idle_workers += 1
+                        self._idle_workers.add(me)
         finally:
-            self._idle_workers -= 1
-            self._workers.discard(asyncio.current_task())
+            self._idle_workers.discard(me)
+            self._workers.discard(me)
 
     async def _run_batch(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
         """Run one batch (taken by ``_take_batch`` as it got its run slot) and answer each
-        request in it. The slowdown counts the run alone: the wait for a run slot is the
-        gateway's shared-wait estimate (``Gateway.live``)."""
-        stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
-        started = time.perf_counter()
-        self._running.append(len(stacked))
+        request in it, whatever happens: no caller is left waiting. The slowdown counts the
+        run alone: the wait for a run slot is the gateway's shared-wait estimate
+        (``Gateway.live``)."""
+        images = sum(len(p.x) for p in batch)
+        self._running.append(images)
         try:
-            if self.run_slots is not None and self.run_slots.inline(self._run_ms(len(stacked))):
+            stacked = np.concatenate([p.x for p in batch]) if len(batch) > 1 else batch[0].x
+            started = time.perf_counter()
+            if self.run_slots is not None and self.run_slots.inline(self._run_ms(images)):
                 self.run_slots.inline_runs += 1
                 logits = self.run(stacked)
             else:
                 logits = await loop.run_in_executor(self._executor, self.run, stacked)
-        except Exception as error:  # ORT errors go to every caller in the batch
-            self.stats.failed += len(batch)
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
-        else:
-            finished = time.perf_counter()
-            self.stats.record((finished - started) * 1000, len(stacked))
-            if self._profile is not None:
-                ran_ms = (finished - started) * 1000
-                self.stats.record_slowdown(ran_ms / service_time_ms(self._profile, len(stacked)))
-            if self.on_batch is not None:
-                self.on_batch(self.name, len(stacked))
-            self.stats.completed += len(batch)
+            ran_ms = (time.perf_counter() - started) * 1000
             offset = 0
             for p in batch:
                 if not p.future.done():
                     p.future.set_result(logits[offset : offset + len(p.x)])
                 offset += len(p.x)
+        except Exception as error:  # ORT errors go to every caller in the batch
+            self.stats.failed += len(batch)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
         finally:
-            self._running.remove(len(stacked))
+            self._running.remove(images)
+            for p in batch:  # cancelled mid-run (the engine closed)
+                if not p.future.done():
+                    p.future.set_exception(VariantFailed(f"{self.name}: the engine closed during the run"))
+        self.stats.completed += len(batch)
+        try:
+            self._record_run(ran_ms, images)
+        except Exception:  # a metrics hook must not take the worker (and the queue) with it
+            log.exception("%s: recording a run failed", self.name)
+
+    def _record_run(self, ran_ms: float, images: int) -> None:
+        self.stats.record(ran_ms, images)
+        if self._profile is not None:
+            self.stats.record_slowdown(ran_ms / service_time_ms(self._profile, images))
+        if self.on_batch is not None:
+            self.on_batch(self.name, images)
 
     def _images_pending(self) -> int:
         return sum(len(p.x) for p in self._pending)

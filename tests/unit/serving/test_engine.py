@@ -192,6 +192,56 @@ def test_a_busy_variant_runs_batches_at_once_up_to_its_limit_within_the_run_slot
     engine.close()
 
 
+def test_an_engine_left_with_an_unstarted_worker_by_an_ended_loop_serves_on_the_next(model_file, digits):
+    """A request left queued when its event loop ended (its worker cancelled before it
+    started) does not stop the engine: on the next loop a request is answered."""
+    engine = _engine(model_file, max_runs=2)
+
+    async def abandon():
+        asyncio.get_running_loop().create_task(engine.infer(digits.test.x[:1]))
+
+    asyncio.run(abandon())
+
+    async def serve():
+        return await asyncio.wait_for(engine.infer(digits.test.x[1:2]), 5)
+
+    np.testing.assert_allclose(asyncio.run(serve()), engine.run(digits.test.x[1:2]), rtol=1e-4, atol=1e-4)
+    engine.close()
+
+
+def test_a_failing_metrics_hook_leaves_no_request_unanswered(model_file, digits):
+    """With on_batch raising after every run, three queued requests are all answered."""
+    engine = _engine(model_file, max_batch_size=1)
+
+    def broken(name, size):
+        raise ValueError("metrics backend down")
+
+    engine.on_batch = broken
+
+    async def main():
+        return await asyncio.wait_for(
+            asyncio.gather(*(engine.infer(digits.test.x[i : i + 1]) for i in range(3))), 5
+        )
+
+    assert [logits.shape for logits in asyncio.run(main())] == [(1, 10)] * 3
+    engine.close()
+
+
+def test_the_deadline_check_never_splits_one_batch_across_runs(model_file, digits):
+    """With eight run slots and a profiled 50 ms run, a lone request with 20 ms left is
+    refused up front (QueueFull), not accepted as if its run took 50 / 8 ms."""
+    engine = _engine(model_file, max_runs=8)
+    engine.latency_p95_ms = {1: 50.0}
+
+    async def main():
+        engine.run_slots = RunSlots(8)
+        await engine.infer(digits.test.x[:1], deadline=time.monotonic() + 0.02)
+
+    with pytest.raises(QueueFull, match="deadline"):
+        asyncio.run(main())
+    engine.close()
+
+
 def test_runs_happen_at_lower_cpu_priority_than_the_caller(model_file, digits):
     """With run_niceness 3, the thread that runs ORT has a nice value 3 above (or capped at
     19) the caller's."""
