@@ -3,9 +3,10 @@
     engine = VariantEngine.load("int8", Path("model.onnx"), sha256, EngineSettings(threads=1))
     logits = await engine.infer(batch)  # (N, K); concurrent calls share ORT runs
 
-Requests arriving within ``batch_wait_timeout_s`` of each other are stacked into
-one ``session.run`` of at most ``max_batch_size`` images. The queue is bounded:
-past ``max_queued`` waiting requests ``infer`` raises ``QueueFull`` at once.
+Requests that wait while the variant's runs hold every run slot it may use (and, when
+set, for ``batch_wait_timeout_s``) are stacked into one ``session.run`` of at most
+``max_batch_size`` images; up to ``max_runs`` such batches run at once. The queue is
+bounded: past ``max_queued`` waiting requests ``infer`` raises ``QueueFull`` at once.
 """
 
 from __future__ import annotations
