@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression import DataConfig, Fit, ModelConfig, load_splits
-from compression.models import ResNet
-from compression.train import fit
+from tiergate.compression import DataConfig, Fit, ModelConfig, load_splits
+from tiergate.compression.models import ResNet
+from tiergate.compression.train import fit
 
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 TINY = ModelConfig(name="tiny", blocks=(1, 1, 1, 1), width=16)

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression import (
+from tiergate.compression import (
     Builder,
     ModelError,
     Splits,
@@ -19,10 +19,10 @@ from compression import (
     parse_variants,
     train_base,
 )
-from compression.cache import cache_key
-from compression.source import read_weights
-from profiles import Candidate, Menu, plot_pareto, profile_variants
+from tiergate.compression.cache import cache_key
+from tiergate.compression.source import read_weights
 from tiergate.config import AppConfig
+from tiergate.profiles import Candidate, Menu, plot_pareto, profile_variants
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     for noisy in ("torch.onnx", "onnxscript", "onnx_ir", "matplotlib"):  # exporter internals
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    from compression import CompressionError, DataError, ModelError
+    from tiergate.compression import CompressionError, DataError, ModelError
     from tiergate.config import ConfigError
 
     try:
@@ -113,9 +113,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from profiles import render_table
     from tiergate.build import build_menu, menu_files
     from tiergate.config import load_config
+    from tiergate.profiles import render_table
 
     config = load_config(args.config, _overrides(args))
     menu = build_menu(config, reprofile=args.reprofile)
@@ -129,9 +129,9 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from profiles import render_table
     from tiergate.build import build_menu
     from tiergate.config import load_config
+    from tiergate.profiles import render_table
 
     overrides = _overrides(args)
     if args.host:
@@ -140,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["serving.port"] = args.port
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
-    from serving import runtime
+    from tiergate.serving import runtime
 
     print(f"starting Ray Serve ({config.serving.topology} topology, {config.serving.ingress} ingress); "
           "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
@@ -164,7 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train_base(args: argparse.Namespace) -> int:
-    from compression import load_splits, train_base
+    from tiergate.compression import load_splits, train_base
     from tiergate.config import load_config
 
     config = load_config(args.config, _overrides(args))

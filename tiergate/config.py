@@ -16,11 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compression import DataConfig, ModelConfig, Recipe, default_recipes, parse_variants
-from profiles import ProfileConfig
-from profiles.tiers import Tier, default_tiers
-from serving.config import ServingConfig
 from tiergate import settings
+from tiergate.compression import DataConfig, ModelConfig, Recipe, default_recipes, parse_variants
+from tiergate.profiles import ProfileConfig
+from tiergate.profiles.tiers import Tier, default_tiers
+from tiergate.serving.config import ServingConfig
 
 DEFAULT_VARIANTS = ["fp32", "int8", "pruned", "distilled", "lowrank", "pruned+int8", "distilled+int8"]
 

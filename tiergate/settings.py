@@ -45,4 +45,6 @@ def prepare_ray_environment(ingress: str, ingress_metrics: bool = False) -> None
         # ray_serve_num_http_requests_* series: measured ~0.3 ms of a request at concurrency 1
         os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1" if ingress_metrics else "0")
         # admission ahead of Serve's per-request work in the replica (serving.frontdoor)
-        os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "serving.frontdoor:middlewares")
+        os.environ.setdefault(
+            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "tiergate.serving.frontdoor:middlewares"
+        )

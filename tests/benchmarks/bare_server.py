@@ -12,7 +12,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 
-from profiles.measure import open_session
+from tiergate.profiles.measure import open_session
 
 
 def create_app(path: str, threads: int) -> FastAPI:

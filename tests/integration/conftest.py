@@ -83,8 +83,8 @@ def serve_cluster(tmp_path_factory):
     os.environ.setdefault("RAY_SERVE_HAPROXY_SOCKET_PATH", str(haproxy / "admin.sock"))
     os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(haproxy))
     os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_FILE", str(haproxy / "server-state"))
-    from serving import runtime
-    from serving.config import ServingConfig
+    from tiergate.serving import runtime
+    from tiergate.serving.config import ServingConfig
 
     serving = ServingConfig(port=_free_port(), metrics_port=_free_port())
     runtime.start_cluster(serving, num_cpus=2)
@@ -117,7 +117,7 @@ def deployed(config, name: str, route_prefix: str):
     """Deploy ``config`` as application ``name``; yields its base URL, deletes it after."""
     from ray import serve
 
-    from serving import runtime
+    from tiergate.serving import runtime
 
     url = runtime.deploy(config, name=name, route_prefix=route_prefix)
     try:

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from serving.auth import digest
 from tests.integration.conftest import deployed
+from tiergate.serving.auth import digest
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from compression.cache import MODEL_FILE
 from tests.integration.user_model import small_cnn
+from tiergate.compression.cache import MODEL_FILE
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compression import load_base, load_splits
-from compression.data import FASHION_MNIST_DIR
-from compression.train import predict_logits
+from tiergate.compression import load_base, load_splits
+from tiergate.compression.data import FASHION_MNIST_DIR
+from tiergate.compression.train import predict_logits
 from tiergate.config import load_config
 from tiergate.settings import DEFAULT_CONFIG
 

@@ -182,8 +182,8 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(gateway_url, digits
     direct ORT call of the variant that served it on that request's own input."""
     import asyncio
 
-    from profiles.measure import open_session
     from tiergate.build import build_menu
+    from tiergate.profiles.measure import open_session
 
     sessions = {e.name: open_session(e.path, threads=1) for e in build_menu(digits_config()).variants}
     rng = np.random.default_rng(0)

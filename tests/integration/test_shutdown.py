@@ -19,7 +19,7 @@ def test_requests_in_flight_finish_when_the_application_is_deleted(digits_config
     application is deleted 0.3 s after they were sent; afterwards the route is gone."""
     from ray import serve
 
-    from serving import runtime
+    from tiergate.serving import runtime
 
     # a deadline well past the held runs, so that none is refused for its deadline
     url = runtime.deploy(digits_config(request_timeout_s=10), name=APP, route_prefix=PREFIX)

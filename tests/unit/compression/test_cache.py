@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from compression import Builder, CompressionError, ModelConfig, QuantizeInt8, parse_variants
-from compression.recipes import LowRank
+from tiergate.compression import Builder, CompressionError, ModelConfig, QuantizeInt8, parse_variants
+from tiergate.compression.recipes import LowRank
 
 RECIPES = {"int8": QuantizeInt8(calibration_samples=32), "lowrank": LowRank(energy=0.5)}
 
@@ -53,7 +53,7 @@ def test_corrupt_artifact_is_rebuilt_not_loaded(tmp_path, digits, tiny_base, tin
         int8.path.write_bytes(bytes(data))
     else:
         (int8.path.parent / "meta.json").write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="compression.cache"):
+    with caplog.at_level(logging.WARNING, logger="tiergate.compression.cache"):
         rebuilt, _ = _build(_builder(tmp_path, digits, tiny_base, tiny_weights), ["fp32", "int8"])
     assert "corrupt" in caplog.text
     assert [v.artifact.cache_hit for v in rebuilt] == [True, False]
@@ -72,7 +72,7 @@ class _Mlp(nn.Module):
 def test_method_that_cannot_apply_is_skipped_and_the_rest_built(tmp_path, digits, caplog):
     """lowrank on a model without convolutions is skipped with a logged reason, with its
     compositions; fp32 and int8 are still built."""
-    with caplog.at_level(logging.ERROR, logger="compression.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="tiergate.compression.pipeline"):
         built, skipped = _build(_builder(tmp_path, digits, _Mlp().eval()),
                                 ["fp32", "lowrank", "lowrank+int8", "int8"])  # fmt: skip
     assert [v.spec.name for v in built] == ["fp32", "int8"]

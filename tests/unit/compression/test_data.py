@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compression import DataConfig, DataError, load_splits
+from tiergate.compression import DataConfig, DataError, load_splits
 
 
 def test_digits_splits_are_deterministic_and_disjoint():

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from compression import Distill, Fit, LowRank, PruneChannels, QuantizeInt8
-from compression.export import export_onnx
-from compression.methods.lowrank import factorise
-from compression.recipes import BuildContext, onnx_handler, torch_handler
-from compression.train import predict_logits
-from profiles.measure import count_params_and_flops, open_session, predict
 from tests.conftest import accuracy
+from tiergate.compression import Distill, Fit, LowRank, PruneChannels, QuantizeInt8
+from tiergate.compression.export import export_onnx
+from tiergate.compression.methods.lowrank import factorise
+from tiergate.compression.recipes import BuildContext, onnx_handler, torch_handler
+from tiergate.compression.train import predict_logits
+from tiergate.profiles.measure import count_params_and_flops, open_session, predict
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,8 @@ def test_lowrank_runs_in_ort_and_keeps_accuracy(digits, context, base_onnx, tmp_
 
 def test_train_base_is_deterministic(digits, tmp_path):
     """Two train-base runs with the same seed write identical weights."""
-    from compression import ModelConfig, train_base
-    from compression.source import read_weights
+    from tiergate.compression import ModelConfig, train_base
+    from tiergate.compression.source import read_weights
 
     config = ModelConfig(name="tiny", blocks=(1, 1, 1, 1), width=8, train=Fit(epochs=2, batch_size=64))
     train_base(config, digits, tmp_path / "a.npz")

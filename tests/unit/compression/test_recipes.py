@@ -2,8 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from compression import Distill, LowRank, PruneChannels, QuantizeInt8, default_recipes, parse_variants
-from compression.recipes import _ONNX_HANDLERS, _TORCH_HANDLERS, is_onnx_step
+from tiergate.compression import (
+    Distill,
+    LowRank,
+    PruneChannels,
+    QuantizeInt8,
+    default_recipes,
+    parse_variants,
+)
+from tiergate.compression.recipes import _ONNX_HANDLERS, _TORCH_HANDLERS, is_onnx_step
 
 
 def test_every_recipe_type_has_exactly_one_handler():

@@ -6,10 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from compression import QuantizeInt8
-from compression.export import export_onnx
-from compression.methods.quantize import quantize_int8
-from profiles import count_params_and_flops, measure_latency, open_session, wilson_interval
+from tiergate.compression import QuantizeInt8
+from tiergate.compression.export import export_onnx
+from tiergate.compression.methods.quantize import quantize_int8
+from tiergate.profiles import count_params_and_flops, measure_latency, open_session, wilson_interval
 
 
 @given(st.integers(0, 5000), st.integers(1, 5000))
@@ -50,7 +50,7 @@ def test_params_and_flops_match_hand_count_for_fp32_and_int8(tmp_path, digits):
 
 
 def _context(digits):
-    from compression.recipes import BuildContext
+    from tiergate.compression.recipes import BuildContext
 
     return BuildContext(digits, None, digits.train, lambda: None, None, None, {})
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profiles import LatencyStats, Menu, MenuEntry, mark_pareto, render_table
+from tiergate.profiles import LatencyStats, Menu, MenuEntry, mark_pareto, render_table
 
 
 def _entry(name: str, quality: float, p95: float, labelled: bool = True) -> MenuEntry:

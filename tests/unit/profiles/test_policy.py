@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profiles.policy import (
+from tiergate.profiles.policy import (
     Constraints,
     LiveStats,
     Reason,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profiles.tiers import RequestSlo, Tier, constraints_for, default_tiers
+from tiergate.profiles.tiers import RequestSlo, Tier, constraints_for, default_tiers
 
 
 def test_relative_floor_follows_the_reference():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from serving.auth import AuthConfig, AuthError, KeyFileWatch, KeyRing, KeySpec, digest
+from tiergate.serving.auth import AuthConfig, AuthError, KeyFileWatch, KeyRing, KeySpec, digest
 
 FREE = "free-key-0123456789abcdef"
 ADMIN = "internal-key-0123456789abcdef"

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from compression.cache import file_sha256
-from compression.export import export_onnx
-from serving.engine import (
+from tiergate.compression.cache import file_sha256
+from tiergate.compression.export import export_onnx
+from tiergate.serving.engine import (
     CorruptArtifact,
     EngineSettings,
     QueueFull,
@@ -101,7 +101,7 @@ def test_request_still_queued_at_its_deadline_is_dropped_not_run(model_file, dig
     never run; the request ahead of it is still answered."""
     import time
 
-    from serving.engine import DeadlineExceeded
+    from tiergate.serving.engine import DeadlineExceeded
 
     engine = _engine(model_file, max_batch_size=1)
     engine.fault_delay_s = 0.3

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Limits, LoopLag
+from tiergate.serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Limits, LoopLag
 
 
 def test_past_max_in_flight_a_request_is_refused_naming_the_setting():

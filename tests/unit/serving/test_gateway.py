@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression.cache import file_sha256
-from compression.export import export_onnx
-from compression.models import ResNet
-from profiles.tiers import Tier
-from serving.engine import EngineSettings, RunSlots, VariantEngine
-from serving.gateway import Gateway, GatewayError
-from serving.inputs import InputDecoder
-from serving.metrics import Trace
-from serving.schemas import PredictRequest, RouteRequest
 from tiergate.build import build_menu
+from tiergate.compression.cache import file_sha256
+from tiergate.compression.export import export_onnx
+from tiergate.compression.models import ResNet
 from tiergate.config import load_config
+from tiergate.profiles.tiers import Tier
+from tiergate.serving.engine import EngineSettings, RunSlots, VariantEngine
+from tiergate.serving.gateway import Gateway, GatewayError
+from tiergate.serving.inputs import InputDecoder
+from tiergate.serving.metrics import Trace
+from tiergate.serving.schemas import PredictRequest, RouteRequest
 
 CONFIG = """
 version: 1
@@ -239,7 +239,7 @@ def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
 
 def test_slowdown_relaxes_toward_one_without_traffic():
     """A recorded slowdown halves its excess over 1 every 2 s without new runs."""
-    from serving.engine import LiveCounters
+    from tiergate.serving.engine import LiveCounters
 
     stats = LiveCounters()
     stats.record_slowdown(10.0)

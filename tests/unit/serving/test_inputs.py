@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.inputs import InputDecoder, InputError, InputLimits, Preprocess
+from tiergate.serving.inputs import InputDecoder, InputError, InputLimits, Preprocess
 
 DECODER = InputDecoder(
     (1, 28, 28), InputLimits(max_batch=4, max_image_bytes=50_000, max_image_pixels=512 * 512)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiles.tiers import Tier
-from serving.metrics import LATENCY_BUCKETS_MS, latency_boundaries, slo_outcome
+from tiergate.profiles.tiers import Tier
+from tiergate.serving.metrics import LATENCY_BUCKETS_MS, latency_boundaries, slo_outcome
 
 
 def test_latency_buckets_hold_every_tier_bound_exactly():

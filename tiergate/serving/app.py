@@ -29,25 +29,25 @@ import numpy as np
 from ray import serve
 from ray.serve import Application
 
-from compression.data import DataConfig
-from profiles.menu import Menu, MenuEntry
-from serving.auth import KeyFileWatch, KeyRing
-from serving.config import ServingConfig
-from serving.engine import (
+from tiergate import settings
+from tiergate.compression.data import DataConfig
+from tiergate.config import AppConfig, load_config
+from tiergate.profiles.menu import Menu, MenuEntry
+from tiergate.serving.auth import KeyFileWatch, KeyRing
+from tiergate.serving.config import ServingConfig
+from tiergate.serving.engine import (
     CorruptArtifact,
     EngineSettings,
     RemoteEngine,
     RunSlots,
     VariantEngine,
 )
-from serving.frontdoor import Door, Limits
-from serving.gateway import Gateway, GatewayError
-from serving.http import create_app
-from serving.inputs import InputDecoder, InputLimits, Preprocess
-from serving.logs import route_into_serve_log
-from serving.metrics import Metrics, Trace
-from tiergate import settings
-from tiergate.config import AppConfig, load_config
+from tiergate.serving.frontdoor import Door, Limits
+from tiergate.serving.gateway import Gateway, GatewayError
+from tiergate.serving.http import create_app
+from tiergate.serving.inputs import InputDecoder, InputLimits, Preprocess
+from tiergate.serving.logs import route_into_serve_log
+from tiergate.serving.metrics import Metrics, Trace
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from compression.data import Splits
-from compression.models import ResNet
-from compression.train import Fit, fit, predict_logits
+from tiergate.compression.data import Splits
+from tiergate.compression.models import ResNet
+from tiergate.compression.train import Fit, fit, predict_logits
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import schemas
-from serving.auth import AuthError, KeyRing
-from serving.frontdoor import ADMITTED, Admission, Door, Limits, is_inference, json_error, refusal
-from serving.gateway import Gateway, GatewayError
-from serving.inputs import InputError
-from serving.logs import current_request_id
-from serving.metrics import Trace
-from serving.schemas import error_responses as errors
 from tiergate import __version__
+from tiergate.serving import schemas
+from tiergate.serving.auth import AuthError, KeyRing
+from tiergate.serving.frontdoor import ADMITTED, Admission, Door, Limits, is_inference, json_error, refusal
+from tiergate.serving.gateway import Gateway, GatewayError
+from tiergate.serving.inputs import InputError
+from tiergate.serving.logs import current_request_id
+from tiergate.serving.metrics import Trace
+from tiergate.serving.schemas import error_responses as errors
 
 log = logging.getLogger(__name__)
 

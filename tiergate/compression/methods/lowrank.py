@@ -11,8 +11,8 @@ import logging
 import torch
 from torch import nn
 
-from compression.recipes import BuildContext, LowRank, torch_step
-from compression.train import fit, recalibrate_batchnorm
+from tiergate.compression.recipes import BuildContext, LowRank, torch_step
+from tiergate.compression.train import fit, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 

@@ -20,17 +20,17 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compression.cache import cache_key
-from compression.data import Splits
-from compression.progress import progress
-from profiles.measure import (
+from tiergate.compression.cache import cache_key
+from tiergate.compression.data import Splits
+from tiergate.compression.progress import progress
+from tiergate.profiles.measure import (
     count_params_and_flops,
     measure_latency,
     open_session,
     predict,
     wilson_interval,
 )
-from profiles.menu import LatencyStats, MenuEntry, mark_pareto
+from tiergate.profiles.menu import LatencyStats, MenuEntry, mark_pareto
 
 log = logging.getLogger(__name__)
 

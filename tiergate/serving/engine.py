@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from compression.cache import file_sha256
-from profiles.measure import measure_latency, open_session
-from profiles.policy import VariantProfile, service_time_ms
+from tiergate.compression.cache import file_sha256
+from tiergate.profiles.measure import measure_latency, open_session
+from tiergate.profiles.policy import VariantProfile, service_time_ms
 
 log = logging.getLogger(__name__)
 

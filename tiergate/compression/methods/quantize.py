@@ -20,8 +20,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from compression.export import INPUT_NAME
-from compression.recipes import BuildContext, QuantizeInt8, onnx_step
+from tiergate.compression.export import INPUT_NAME
+from tiergate.compression.recipes import BuildContext, QuantizeInt8, onnx_step
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compression.models import ResNet
-from compression.recipes import BuildContext, Distill, torch_step
-from compression.train import fit
+from tiergate.compression.models import ResNet
+from tiergate.compression.recipes import BuildContext, Distill, torch_step
+from tiergate.compression.train import fit
 
 
 @torch_step(Distill)

@@ -1,9 +1,9 @@
 """Turn a base classifier into ONNX variants: fp32, int8, pruned, distilled, low-rank
 and compositions of them. Imports nothing from profiles/ or serving/."""
 
-from compression.cache import Artifact, ArtifactCache, file_sha256
-from compression.data import DataConfig, DataError, Dataset, Splits, load_splits
-from compression.pipeline import (
+from tiergate.compression.cache import Artifact, ArtifactCache, file_sha256
+from tiergate.compression.data import DataConfig, DataError, Dataset, Splits, load_splits
+from tiergate.compression.pipeline import (
     BASE_VARIANT,
     Builder,
     BuiltVariant,
@@ -11,7 +11,7 @@ from compression.pipeline import (
     VariantSpec,
     parse_variants,
 )
-from compression.recipes import (
+from tiergate.compression.recipes import (
     Distill,
     LowRank,
     PruneChannels,
@@ -19,8 +19,8 @@ from compression.recipes import (
     Recipe,
     default_recipes,
 )
-from compression.source import ModelConfig, ModelError, load_base, train_base, weights_digest
-from compression.train import Fit
+from tiergate.compression.source import ModelConfig, ModelError, load_base, train_base, weights_digest
+from tiergate.compression.train import Fit
 
 __all__ = [
     "BASE_VARIANT", "Artifact", "ArtifactCache", "Builder", "BuiltVariant", "CompressionError",

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.auth import AuthConfig
+from tiergate.serving.auth import AuthConfig
 
 
 class VariantDeployment(BaseModel):

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compression.train import Fit
+from tiergate.compression.train import Fit
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from compression.data import Dataset, Splits
+    from tiergate.compression.data import Dataset, Splits
 
 
 class _Recipe(BaseModel):

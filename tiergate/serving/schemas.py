@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from profiles.tiers import RequestSlo
+from tiergate.profiles.tiers import RequestSlo
 
 
 class RouteRequest(BaseModel):

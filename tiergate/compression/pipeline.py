@@ -23,20 +23,20 @@ import torch
 import torch_pruning
 from torch import nn
 
-import compression.methods  # noqa: F401  (registers the handlers)
-from compression.cache import Artifact, ArtifactCache, cache_key
-from compression.data import Dataset, Splits
-from compression.export import export_onnx
-from compression.progress import progress
-from compression.recipes import (
+import tiergate.compression.methods  # noqa: F401  (registers the handlers)
+from tiergate.compression.cache import Artifact, ArtifactCache, cache_key
+from tiergate.compression.data import Dataset, Splits
+from tiergate.compression.export import export_onnx
+from tiergate.compression.progress import progress
+from tiergate.compression.recipes import (
     BuildContext,
     Recipe,
     is_onnx_step,
     onnx_handler,
     torch_handler,
 )
-from compression.source import ModelConfig, weights_digest
-from compression.train import bf16_available
+from tiergate.compression.source import ModelConfig, weights_digest
+from tiergate.compression.train import bf16_available
 
 log = logging.getLogger(__name__)
 

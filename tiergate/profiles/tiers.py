@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from profiles.policy import Constraints
+from tiergate.profiles.policy import Constraints
 
 
 class Tier(BaseModel):

@@ -1,9 +1,9 @@
 """Measure variants (accuracy, fidelity, latency, size, FLOPs), rank them, and route
 requests over them (the pure routing policy)."""
 
-from profiles.measure import count_params_and_flops, measure_latency, open_session, wilson_interval
-from profiles.menu import LatencyStats, Menu, MenuEntry, mark_pareto, plot_pareto, render_table
-from profiles.policy import (
+from tiergate.profiles.measure import count_params_and_flops, measure_latency, open_session, wilson_interval
+from tiergate.profiles.menu import LatencyStats, Menu, MenuEntry, mark_pareto, plot_pareto, render_table
+from tiergate.profiles.policy import (
     Constraints,
     Decision,
     LiveStats,
@@ -12,8 +12,8 @@ from profiles.policy import (
     VariantProfile,
     choose,
 )
-from profiles.profiler import Candidate, ProfileConfig, profile_variants
-from profiles.tiers import RequestSlo, Tier, constraints_for, default_tiers
+from tiergate.profiles.profiler import Candidate, ProfileConfig, profile_variants
+from tiergate.profiles.tiers import RequestSlo, Tier, constraints_for, default_tiers
 
 __all__ = [
     "Candidate",

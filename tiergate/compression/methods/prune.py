@@ -11,8 +11,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from compression.recipes import BuildContext, PruneChannels, torch_step
-from compression.train import fit, recalibrate_batchnorm
+from tiergate.compression.recipes import BuildContext, PruneChannels, torch_step
+from tiergate.compression.train import fit, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 

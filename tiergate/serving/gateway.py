@@ -15,13 +15,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from profiles.menu import Menu
-from profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
-from profiles.tiers import Tier, constraints_for
-from serving import schemas
-from serving.engine import DeadlineExceeded, QueueFull, RunSlots, VariantEngine
-from serving.inputs import InputDecoder
-from serving.metrics import Metrics, Trace
+from tiergate.profiles.menu import Menu
+from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
+from tiergate.profiles.tiers import Tier, constraints_for
+from tiergate.serving import schemas
+from tiergate.serving.engine import DeadlineExceeded, QueueFull, RunSlots, VariantEngine
+from tiergate.serving.inputs import InputDecoder
+from tiergate.serving.metrics import Metrics, Trace
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Handlers, one module per compression method; importing this package registers them."""
 
-from compression.methods import distill, lowrank, prune, quantize
+from tiergate.compression.methods import distill, lowrank, prune, quantize
 
 __all__ = ["distill", "lowrank", "prune", "quantize"]

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from compression.data import Dataset
-from compression.progress import progress
+from tiergate.compression.data import Dataset
+from tiergate.compression.progress import progress
 
 log = logging.getLogger(__name__)
 

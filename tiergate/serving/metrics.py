@@ -30,10 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from profiles.tiers import Tier
+from tiergate.profiles.tiers import Tier
 
 if TYPE_CHECKING:
-    from serving.gateway import Gateway
+    from tiergate.serving.gateway import Gateway
 
 NONE = "none"  # label value when a request named no tier, or was refused before routing
 LATENCY_BUCKETS_MS = (

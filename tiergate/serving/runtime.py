@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from serving.config import ServingConfig
 from tiergate.config import AppConfig
+from tiergate.serving.config import ServingConfig
 from tiergate.settings import prepare_ray_environment
 
 if TYPE_CHECKING:
-    from profiles.menu import Menu
+    from tiergate.profiles.menu import Menu
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def deploy(config: AppConfig, name: str = APP_NAME, route_prefix: str = "/", men
     """Deploy (or redeploy) the application and wait until every replica is ready."""
     from ray import serve
 
-    from serving.app import build_application
+    from tiergate.serving.app import build_application
 
     serve.run(build_application(config, menu), name=name, route_prefix=route_prefix)
     serving = config.serving
