@@ -40,9 +40,11 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
+# style, formatting, and the architecture's import contracts (pyproject.toml [tool.importlinter])
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # figures for BENCHMARKS.md (minutes; outside the test run): the variant menu (cold + warm
 # compress), gateway overhead against a bare uvicorn+ORT server (wrk, 127.0.0.1), SLO

@@ -140,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["serving.port"] = args.port
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
-    from tiergate.serving import runtime
+    from tiergate import runtime
 
     print(f"starting Ray Serve ({config.serving.topology} topology, {config.serving.ingress} ingress); "
           "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip

@@ -83,7 +83,7 @@ def serve_cluster(tmp_path_factory):
     os.environ.setdefault("RAY_SERVE_HAPROXY_SOCKET_PATH", str(haproxy / "admin.sock"))
     os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(haproxy))
     os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_FILE", str(haproxy / "server-state"))
-    from tiergate.serving import runtime
+    from tiergate import runtime
     from tiergate.serving.config import ServingConfig
 
     serving = ServingConfig(port=_free_port(), metrics_port=_free_port())
@@ -114,12 +114,14 @@ def digits_config(serve_cluster, tmp_path_factory):
 
 
 def deployed(config, name: str, route_prefix: str):
-    """Deploy ``config`` as application ``name``; yields its base URL, deletes it after."""
+    """Deploy ``config`` as application ``name`` (with the test hooks: ``set_fault``,
+    ``modules``); yields its base URL, deletes it after."""
     from ray import serve
 
-    from tiergate.serving import runtime
+    from tests.support.deployments import HOOKED
+    from tiergate import runtime
 
-    url = runtime.deploy(config, name=name, route_prefix=route_prefix)
+    url = runtime.deploy(config, name=name, route_prefix=route_prefix, deployments=HOOKED)
     try:
         yield url
     finally:

@@ -1,43 +1,26 @@
-"""Measure variants (accuracy, fidelity, latency, size, FLOPs), rank them, and route
-requests over them (the pure routing policy)."""
+"""Measure variants (accuracy, fidelity, latency, size, FLOPs), rank them, and decide
+where a request goes (the pure routing policy, no Ray or HTTP inside).
 
-from tiergate.profiles.measure import count_params_and_flops, measure_latency, open_session, wilson_interval
-from tiergate.profiles.menu import LatencyStats, Menu, MenuEntry, mark_pareto, plot_pareto, render_table
-from tiergate.profiles.policy import (
-    Constraints,
-    Decision,
-    LiveStats,
-    Reason,
-    UnknownVariant,
-    VariantProfile,
-    choose,
-)
-from tiergate.profiles.profiler import Candidate, ProfileConfig, profile_variants
-from tiergate.profiles.tiers import RequestSlo, Tier, constraints_for, default_tiers
+    decision = choose(catalog, constraints_for(tier, reference_quality), live, batch_size=1)
 
-__all__ = [
-    "Candidate",
-    "Constraints",
-    "Decision",
-    "LatencyStats",
-    "LiveStats",
-    "Menu",
-    "MenuEntry",
-    "ProfileConfig",
-    "Reason",
-    "RequestSlo",
-    "Tier",
-    "UnknownVariant",
-    "VariantProfile",
-    "choose",
-    "constraints_for",
-    "count_params_and_flops",
-    "default_tiers",
-    "mark_pareto",
-    "measure_latency",
-    "open_session",
-    "plot_pareto",
-    "profile_variants",
-    "render_table",
-    "wilson_interval",
-]  # fmt: skip
+Names resolve lazily: the serving replica imports ``policy``, ``tiers`` and ``menu``
+without the profiler's ONNX and training-side dependencies.
+"""
+
+from tiergate._lazy import lazy_exports
+
+_EXPORTS = {
+    "count_params_and_flops": ".graph",
+    **dict.fromkeys(["measure_latency", "open_session", "wilson_interval"], ".measure"),
+    **dict.fromkeys(
+        ["LatencyStats", "Menu", "MenuEntry", "mark_pareto", "plot_pareto", "render_table"], ".menu"
+    ),
+    **dict.fromkeys(
+        ["Constraints", "Decision", "LiveStats", "Reason", "UnknownVariant", "VariantProfile", "choose"],
+        ".policy",
+    ),
+    **dict.fromkeys(["Candidate", "ProfileConfig", "profile_variants"], ".profiler"),
+    **dict.fromkeys(["RequestSlo", "Tier", "constraints_for", "default_tiers"], ".tiers"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,5 +1,5 @@
-"""Measure one ONNX variant: predictions, accuracy with its 95% interval, latency
-percentiles per batch size, parameters and FLOPs.
+"""Run and time one ONNX variant in ONNX Runtime: predictions, accuracy with its 95%
+interval, latency percentiles per batch size. Needs ORT only (serving replicas use it).
 
     session = open_session(Path("model.onnx"), threads=1)
     latency = measure_latency(session, sample, batch_sizes=(1, 8, 32))
@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper, shape_inference
 
 
 def open_session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -87,44 +85,3 @@ def measure_latency(
         p50, p95, p99 = np.percentile(timings_ms, [50, 95, 99])
         results[batch_size] = Percentiles(float(p50), float(p95), float(p99), len(timings_ms))
     return results
-
-
-_WEIGHTED_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
-
-
-def count_params_and_flops(path: Path) -> tuple[int, int]:
-    """(parameters, FLOPs per image) from the ONNX graph: the weights of Conv/Gemm/MatMul
-    (through DequantizeLinear for int8) and 2 x multiply-adds of those layers."""
-    model = shape_inference.infer_shapes(onnx.load(str(path)))
-    graph = model.graph
-    initializers = {init.name: numpy_helper.to_array(init).shape for init in graph.initializer}
-    producers = {output: node for node in graph.node for output in node.output}
-    shapes = {
-        value.name: [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
-        for value in [*graph.value_info, *graph.output]
-    }
-
-    def weight_shape(name: str) -> tuple[int, ...] | None:
-        if name in initializers:
-            return initializers[name]
-        node = producers.get(name)
-        if node is not None and node.op_type in ("DequantizeLinear", "Identity", "Cast"):
-            return weight_shape(node.input[0])
-        return None
-
-    params, macs = 0, 0
-    for node in graph.node:
-        if node.op_type not in _WEIGHTED_OPS:
-            continue
-        weights = [shape for shape in map(weight_shape, node.input[1:]) if shape is not None]
-        params += sum(int(np.prod(shape)) for shape in weights)
-        if not weights:
-            continue
-        kernel = int(np.prod(weights[0]))
-        if node.op_type.startswith("Conv"):
-            out = shapes.get(node.output[0])
-            spatial = int(np.prod(out[2:])) if out else 1
-            macs += kernel * spatial  # kernel = Cout * Cin/groups * kh * kw
-        else:
-            macs += kernel
-    return params, 2 * macs

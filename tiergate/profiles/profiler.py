@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tiergate.compression.cache import cache_key
 from tiergate.compression.data import Splits
 from tiergate.compression.progress import progress
+from tiergate.profiles.graph import count_params_and_flops
 from tiergate.profiles.measure import (
-    count_params_and_flops,
     measure_latency,
     open_session,
     predict,

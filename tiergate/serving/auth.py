@@ -2,9 +2,9 @@
 a token-bucket rate limit. Off unless ``serving.auth.enabled``.
 
     keys = KeyRing.load(serving.auth)            # from the keys file or $TIERGATE_API_KEYS
-    grant = keys.authenticate("Bearer s3cret")   # AuthError(401) when missing or unknown
-    tier = grant.allow(tier="fast", variant=None, default_tier="balanced")  # AuthError(403)
-    grant.take()                                 # AuthError(429, retry_after_s) when over its rate
+    grant = keys.authenticate("Bearer s3cret")   # Unauthenticated when missing or unknown
+    tier = grant.allow(tier="fast", variant=None, default_tier="balanced")  # Forbidden
+    grant.take()                                 # RateLimited (retry_after_s) when over its rate
 
 Keys file (YAML or JSON; ``sha256`` of the key, or the key itself, which is hashed on load
 and not kept):
@@ -22,17 +22,14 @@ import hmac
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class AuthError(Exception):
-    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.retry_after_s = status, retry_after_s
+from tiergate.serving.errors import Forbidden, RateLimited, Unauthenticated
 
 
 class KeySpec(BaseModel):
@@ -78,11 +75,12 @@ class Grant:
     rate_per_s: float | None
     burst: int
     admin: bool = False
+    clock: Callable[[], float] = time.monotonic
     tokens: float = field(init=False)
-    refilled: float = field(default_factory=time.monotonic)
+    refilled: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tokens = float(self.burst)
+        self.tokens, self.refilled = float(self.burst), self.clock()
 
     def allow(self, tier: str | None, variant: str | None, default_tier: str) -> str | None:
         """The tier the request runs under; 403 for a tier or pin outside the key's allowance.
@@ -90,13 +88,13 @@ class Grant:
         if self.tiers is None:
             return tier
         if variant is not None and tier is None:
-            raise AuthError(
-                403, f"key {self.name}: pinning a variant is not allowed (tiers: {sorted(self.tiers)})"
+            raise Forbidden(
+                f"key {self.name}: pinning a variant is not allowed (tiers: {sorted(self.tiers)})"
             )
         chosen = tier or (default_tier if default_tier in self.tiers else sorted(self.tiers)[0])
         if chosen not in self.tiers:
-            raise AuthError(
-                403, f"key {self.name}: tier {chosen!r} is not allowed (allowed: {sorted(self.tiers)})"
+            raise Forbidden(
+                f"key {self.name}: tier {chosen!r} is not allowed (allowed: {sorted(self.tiers)})"
             )
         return chosen
 
@@ -104,25 +102,25 @@ class Grant:
         """One request from the token bucket; 429 with the seconds until the next token."""
         if self.rate_per_s is None:
             return
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(float(self.burst), self.tokens + (now - self.refilled) * self.rate_per_s)
         self.refilled = now
         if self.tokens < 1.0:
             wait_s = math.ceil((1.0 - self.tokens) / self.rate_per_s)
-            raise AuthError(
-                429, f"key {self.name}: over its rate of {self.rate_per_s}/s", retry_after_s=wait_s
-            )
+            raise RateLimited(f"key {self.name}: over its rate of {self.rate_per_s}/s", retry_after_s=wait_s)
         self.tokens -= 1.0
 
 
 class KeyRing:
-    def __init__(self, specs: list[KeySpec]) -> None:
+    def __init__(self, specs: list[KeySpec], clock: Callable[[], float] = time.monotonic) -> None:
         self._grants: dict[str, Grant] = {}
         for spec in specs:
             rate = spec.rate_per_s
             burst = spec.burst or (max(1, math.ceil(rate)) if rate else 1)
             tiers = frozenset(spec.tiers) if spec.tiers is not None else None
-            self._grants[spec.sha256 or digest(spec.key)] = Grant(spec.name, tiers, rate, burst, spec.admin)
+            self._grants[spec.sha256 or digest(spec.key)] = Grant(
+                spec.name, tiers, rate, burst, spec.admin, clock
+            )
 
     @classmethod
     def load(cls, config: AuthConfig, env_value: str | None = None) -> KeyRing:
@@ -144,19 +142,19 @@ class KeyRing:
 
     def authenticate(self, authorization: str | None) -> Grant:
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise AuthError(401, "missing API key: send `Authorization: Bearer <key>`")
+            raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
         offered = digest(authorization[7:].strip())
         grant = self._grants.get(offered)
         # the lookup is by digest; compare_digest keeps the final check constant-time
         if grant is None or not any(hmac.compare_digest(offered, known) for known in self._grants):
-            raise AuthError(401, "invalid API key")
+            raise Unauthenticated("invalid API key")
         return grant
 
     def authenticate_admin(self, authorization: str | None) -> Grant:
         """401 without a valid key, 403 for a key that is not an admin key."""
         grant = self.authenticate(authorization)
         if not grant.admin:
-            raise AuthError(403, f"key {grant.name}: admin operations need a key with `admin: true`")
+            raise Forbidden(f"key {grant.name}: admin operations need a key with `admin: true`")
         return grant
 
     def keep_buckets_from(self, previous: KeyRing) -> None:

@@ -3,10 +3,13 @@ before its body is read (under overload a refusal must cost far less than an ans
 
 Light on purpose (no torch, no ORT): Ray Serve imports ``middlewares`` in every process
 that runs an HTTP server, its proxy included, through
-``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serving.frontdoor:middlewares`` (set by
-``tiergate serve`` in HAProxy ingress mode). There ``FrontDoor`` wraps the replica's own
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=tiergate.serving.frontdoor:middlewares`` (set
+by ``tiergate serve`` in HAProxy ingress mode). There ``FrontDoor`` wraps the replica's own
 HTTP server, ahead of the per-request work Serve does before the app runs; elsewhere
-``serving.http.RequestContext`` admits requests inside the app.
+``tiergate.serving.http.middleware.RequestContext`` admits requests inside the app.
+
+Because Ray finds the middleware by an import path, the door a replica sets up is this
+module's ``PROCESS_DOOR``: one per process, as there is one replica per process.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ class Admission:
     runs, and whether more than one connection sends them; the outermost layer that sees a
     request admits or refuses it."""
 
-    def __init__(self, sole_connection_s: float = 1.0) -> None:
-        self.in_flight = 0
+    def __init__(self, sole_connection_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.in_flight, self.clock = 0, clock
         self.lag = LoopLag()
         self.sole_connection_s = sole_connection_s
         self._connection: object = None
@@ -79,7 +82,7 @@ class Admission:
         while requests came over more than one connection in the last
         ``sole_connection_s`` (another may be arriving unread). Over a single HTTP/1.1
         connection the next request cannot come before this one's answer."""
-        mixed = time.monotonic() - self._switched_at <= self.sole_connection_s
+        mixed = self.clock() - self._switched_at <= self.sole_connection_s
         return self.in_flight + mixed
 
     def enter(self, limits: Limits, connection: object = None) -> str | None:
@@ -87,7 +90,7 @@ class Admission:
         ``connection`` names the connection it came over (ASGI's ``scope["client"]``);
         None counts as a new one."""
         if connection is None or connection != self._connection:
-            self._connection, self._switched_at = connection, time.monotonic()
+            self._connection, self._switched_at = connection, self.clock()
         lag_s = self.lag.seconds()
         if lag_s >= limits.max_loop_lag_s:
             return (
@@ -104,16 +107,19 @@ class Admission:
 
 
 class Door:
-    """This process's front door, set up by the serving replica (``install``); in any other
-    process (Serve's proxy) ``FrontDoor`` lets every request through."""
+    """A process's front door, set up by the serving replica (``install``); until then, and
+    in any other process (Serve's proxy), ``FrontDoor`` lets every request through."""
 
-    limits: Limits | None = None
-    admission = Admission()
-    on_refusal: Callable[[], None] = staticmethod(lambda: None)  # e.g. count it in the metrics
+    def __init__(self, admission: Admission | None = None) -> None:
+        self.admission = admission if admission is not None else Admission()
+        self.limits: Limits | None = None
+        self.on_refusal: Callable[[], None] = lambda: None  # e.g. count it in the metrics
 
-    @classmethod
-    def install(cls, limits: Limits, on_refusal: Callable[[], None]) -> None:
-        cls.limits, cls.on_refusal = limits, on_refusal
+    def install(self, limits: Limits, on_refusal: Callable[[], None]) -> None:
+        self.limits, self.on_refusal = limits, on_refusal
+
+
+PROCESS_DOOR = Door()
 
 
 def is_inference(scope) -> bool:
@@ -137,21 +143,21 @@ class FrontDoor:
     direct ingress, behind HAProxy). Measured, a refusal here costs about 40% of what it
     costs inside the app (BENCHMARKS.md)."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, door: Door = PROCESS_DOOR) -> None:
+        self.app, self.door = app, door
 
     async def __call__(self, scope, receive, send) -> None:
-        limits = Door.limits
+        limits = self.door.limits
         if limits is None or not is_inference(scope):
             return await self.app(scope, receive, send)
-        admission = Door.admission
+        admission = self.door.admission
         reason = admission.enter(limits, scope.get("client"))
         if reason is not None:
             response = refusal(reason)
             request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
             response.headers["X-Request-Id"] = request_id or uuid.uuid4().hex
             await response(scope, receive, send)
-            Door.on_refusal()
+            self.door.on_refusal()
             return
         scope[ADMITTED] = True
         try:
@@ -162,4 +168,4 @@ class FrontDoor:
 
 def middlewares() -> list[Middleware]:
     """For Ray Serve's RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH."""
-    return [Middleware(FrontDoor)]
+    return [Middleware(FrontDoor, door=PROCESS_DOOR)]

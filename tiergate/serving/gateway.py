@@ -1,8 +1,11 @@
-"""The gateway's core, free of Ray and HTTP: route a request with the policy, run it on
-the chosen variant's engine, retry once on the next-best variant if that fails.
+"""The gateway's core, free of Ray and HTTP: route a request over the live menu with the
+policy, run it on the chosen variant's engine, retry once on the next-best variant if
+that fails.
 
-    gateway = Gateway(menu, tiers, engines, decoder)
+    gateway = Gateway(registry, tiers, decoder, routing)
     response = await gateway.predict(PredictRequest(inputs=..., tier="fast"), request_id)
+
+Errors are the domain errors of ``tiergate.serving.errors``; the HTTP layer maps them.
 """
 
 from __future__ import annotations
@@ -10,28 +13,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tiergate.profiles.menu import Menu
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
-from tiergate.serving.engine import DeadlineExceeded, QueueFull, RunSlots, VariantEngine
+from tiergate.serving.engines import DeadlineExceeded, Ewma, QueueFull, RunSlots
+from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Unavailable, Unsatisfiable
 from tiergate.serving.inputs import InputDecoder
-from tiergate.serving.metrics import Metrics, Trace
+from tiergate.serving.registry import MenuRegistry, Variant
+from tiergate.serving.trace import Trace
 
 log = logging.getLogger(__name__)
 
 
-class GatewayError(Exception):
-    """An answer other than a prediction: ``status`` and a message naming the problem."""
+@dataclass(frozen=True)
+class RoutingSettings:
+    """How the gateway routes (from the serving config's routing and admission groups)."""
 
-    def __init__(self, status: int, message: str, **extra: object) -> None:
-        super().__init__(message)
-        self.status, self.extra = status, extra
+    default_tier: str
+    latency_headroom: float  # route within this fraction of a latency bound
+    failure_cooldown_s: float  # a variant that failed sits out this long
+    request_timeout_s: float  # the longest any request waits for its answer
 
 
 @dataclass(frozen=True)
@@ -47,103 +53,91 @@ class Outcome:
 class Gateway:
     def __init__(
         self,
-        menu: Menu,
+        registry: MenuRegistry,
         tiers: Mapping[str, Tier],
-        engines: Mapping[str, VariantEngine],
         decoder: InputDecoder,
-        default_tier: str = "balanced",
-        failure_cooldown_s: float = 5.0,
-        latency_headroom: float = 1.0,
-        request_timeout_s: float = 2.0,
+        settings: RoutingSettings,
         run_slots: RunSlots | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.menu, self.tiers, self.engines, self.decoder = menu, dict(tiers), dict(engines), decoder
-        self.default_tier = default_tier if default_tier in self.tiers else next(iter(self.tiers))
-        self.entries = {entry.name: entry for entry in menu.variants}
-        self.reference_quality = menu.variants[0].quality
-        self.classes = menu.classes
-        self.metrics: Metrics | None = None  # set inside a Serve replica
-        self.failure_cooldown_s = failure_cooldown_s
-        self.latency_headroom = latency_headroom  # route within this fraction of a latency bound
-        self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
-        self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
-        self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
-        # the run slots the in-process engines share (set on them here); told each request's bound
-        self.run_slots = run_slots
-        self._local = [name for name, engine in self.engines.items() if isinstance(engine, VariantEngine)]
-        if run_slots is not None:
-            for name in self._local:
-                self.engines[name].run_slots = run_slots
-        self.refresh()
-        for engine in self.engines.values():
-            engine.on_change = self.refresh  # a profile changed, or a remote variant went down or came back
+        self.registry, self.tiers, self.decoder, self.settings = registry, dict(tiers), decoder, settings
+        self.default_tier = settings.default_tier if settings.default_tier in self.tiers else next(iter(tiers))
+        self.run_slots, self.clock = run_slots, clock
+        self.overhead = Ewma(0.1, clamp=3.0)  # time a request spends in the gateway outside the model
+        self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
+        self._catalog: tuple[int, list[VariantProfile]] = (-1, [])
 
-    def refresh(self) -> None:
-        """Rebuild the routing catalog: the menu is fixed for a gateway's life, so this runs
-        only when a variant is re-timed, goes down or comes back."""
-        self._catalog = [
-            VariantProfile(
-                name=entry.name,
-                quality=entry.quality,
-                latency_ms=self._serving_latency(entry),
-                ready=entry.name in self.engines and self.engines[entry.name].available,
-            )
-            for entry in self.menu.variants
-        ]
-
-    def _serving_latency(self, entry) -> dict[int, float]:
-        """p95 per batch size as timed inside the serving replica, else the menu's profile."""
-        engine = self.engines.get(entry.name)
-        if engine is not None and engine.latency_p95_ms:
-            return dict(engine.latency_p95_ms)
-        return {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
-
-    # -- routing -----------------------------------------------------------------------
+    # -- the live menu, as routing sees it -----------------------------------------------------
     def catalog(self) -> list[VariantProfile]:
-        return self._catalog
+        """A profile per measured, loaded variant (rebuilt only when the registry changed)."""
+        version, catalog = self._catalog
+        if version != self.registry.version:
+            catalog = [self._profile(v) for v in self.registry.measured()]
+            self._catalog = (self.registry.version, catalog)
+        return catalog
+
+    @staticmethod
+    def _profile(variant: Variant) -> VariantProfile:
+        """p95 per batch size as timed in the serving process, else the menu's profile."""
+        engine, entry = variant.engine, variant.entry
+        latency = engine.latency_p95_ms if engine is not None else None
+        if not latency:
+            latency = {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
+        return VariantProfile(entry.name, entry.quality, dict(latency), ready=variant.routable)
 
     def live(self) -> dict[str, LiveStats]:
-        shared = self._shared_wait_ms()
+        engines = self.registry.loaded()
+        shared = self._shared_wait_ms(engines)
+        overhead_ms = self.overhead.value
         return {
             name: LiveStats(
                 in_flight=engine.stats.in_flight,
                 replicas=engine.replicas,
-                overhead_ms=self.overhead_ms + engine.stats.hop_ms,
-                slowdown=engine.stats.slowdown,
-                shared_wait_ms=shared.get(name),
+                overhead_ms=overhead_ms + engine.stats.hop_ms.value,
+                slowdown=engine.stats.slowdown(),
+                shared_wait_ms=shared if engine.local else None,
             )
-            for name, engine in self.engines.items()
+            for name, engine in engines.items()
         }
 
-    def _shared_wait_ms(self) -> dict[str, float]:
-        """For each in-process variant, the wait a new run would have for one of the run
-        slots they share: the run time queued on all of them, spread over the slots. Even
-        with a slot free a run waits: the cores are the event loop's too (measured: taking a
-        free slot as no wait missed the bound 3x as often at 2x load, BENCHMARKS.md)."""
+    def _shared_wait_ms(self, engines) -> float | None:
+        """The wait a new run of an in-process variant has for one of the run slots they
+        share: the run time queued on all of them, spread over the slots. Even with a slot
+        free a run waits, since the cores are the event loop's too."""
         if self.run_slots is None:
-            return {}
-        work_ms = sum(self.engines[name].queued_work_ms() for name in self._local)
-        return dict.fromkeys(self._local, work_ms / self.run_slots.size)
+            return None
+        work_ms = sum(engine.queued_work_ms() for engine in engines.values() if engine.local)
+        return work_ms / self.run_slots.size
+
+    # -- routing ---------------------------------------------------------------------------------
+    def tier_of(self, request: schemas.RouteRequest) -> str | None:
+        """The tier a request is held to: its own, else the default unless it pins a variant."""
+        return request.tier or (None if request.variant else self.default_tier)
+
+    def known_tier(self, request: schemas.RouteRequest) -> str | None:
+        tier = self.tier_of(request)
+        return tier if tier in self.tiers else None  # never a client's string as a metric label
 
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
-        if request.variant is not None and request.variant not in self.entries:
-            raise GatewayError(
-                404, f"variant: unknown variant {request.variant!r}", known=sorted(self.entries)
-            )
+        if request.variant is not None and self._measured(request.variant) is None:
+            known = sorted(v.name for v in self.registry.measured())
+            raise NotFound(f"variant: unknown variant {request.variant!r}", field="variant", known=known)
         tier_name = self.tier_of(request)
         if tier_name is not None and tier_name not in self.tiers:
-            raise GatewayError(422, f"tier: unknown tier {tier_name!r}", known=sorted(self.tiers))
+            raise InvalidRequest(f"tier: unknown tier {tier_name!r}", field="tier", known=sorted(self.tiers))
         tier = self.tiers[tier_name] if tier_name else Tier()
-        return tier_name, constraints_for(
-            tier, self.reference_quality, request.slo, request.variant, request.strict
-        )
+        reference = self.registry.reference_quality()
+        if reference is None:
+            raise Unavailable("not ready: the reference variant is not measured yet", retry_after_s=5)
+        return tier_name, constraints_for(tier, reference, request.slo, request.variant, request.strict)
 
     def route(self, request: schemas.RouteRequest, exclude: frozenset[str] = frozenset()) -> schemas.Decision:
         tier_name, constraints = self.constraints(request)
         routing = constraints
-        if constraints.max_latency_ms is not None and self.latency_headroom != 1.0:
-            routing = replace(constraints, max_latency_ms=constraints.max_latency_ms * self.latency_headroom)
-        now = time.monotonic()
+        headroom = self.settings.latency_headroom
+        if constraints.max_latency_ms is not None and headroom != 1.0:
+            routing = replace(constraints, max_latency_ms=constraints.max_latency_ms * headroom)
+        now = self.clock()
         cooling = {name for name, until in self._avoid_until.items() if until > now}
         catalog = [p for p in self.catalog() if p.name not in exclude]
         live = self.live()
@@ -164,19 +158,27 @@ class Gateway:
             slo_feasible=decision.slo_met,
         )
 
-    # -- inference -----------------------------------------------------------------------
+    def _measured(self, name: str) -> Variant | None:
+        variant = self.registry.get(name)
+        return variant if variant is not None and variant.entry is not None and variant.loaded else None
+
+    def _decided(
+        self, request: schemas.RouteRequest, trace: Trace, exclude: frozenset[str] = frozenset()
+    ) -> schemas.Decision:
+        decision = self.route(request, exclude)
+        trace.variant, trace.reason = decision.variant, decision.reason
+        # strict and predicted over budget: the service could not keep the SLO (load shed)
+        trace.shed = decision.reason == Reason.REJECTED and decision.predicted_latency_ms is not None
+        if decision.reason == Reason.REJECTED:
+            best = max((p.quality for p in self.catalog() if p.ready), default=None)
+            raise Unsatisfiable(decision.explanation, best_accuracy=best, reason="rejected")
+        return decision
+
+    # -- inference -------------------------------------------------------------------------------
     def decode(self, request: schemas.PredictRequest) -> np.ndarray:
         if request.image is not None:
             return self.decoder.from_base64(request.image)
         return self.decoder.from_nested(request.inputs)
-
-    def tier_of(self, request: schemas.RouteRequest) -> str | None:
-        """The tier a request is held to: its own, else the default unless it pins a variant."""
-        return request.tier or (None if request.variant else self.default_tier)
-
-    def _known_tier(self, request: schemas.RouteRequest) -> str | None:
-        tier = self.tier_of(request)
-        return tier if tier in self.tiers else None  # never a client's string as a metric label
 
     async def predict(
         self, request: schemas.PredictRequest, request_id: str, trace: Trace | None = None
@@ -184,20 +186,20 @@ class Gateway:
         """Decode, route, run (retrying once elsewhere on failure) and label one request."""
         started = time.perf_counter()
         trace = trace if trace is not None else Trace()
-        trace.tier = self._known_tier(request)
+        trace.tier = self.known_tier(request)
         if request.image is not None:
-            # decoding a PNG at the pixel limit takes ~75 ms of CPU: off the event loop, so one
-            # such request cannot stall every other one
+            # decoding a large PNG takes tens of ms of CPU: off the event loop, so one such
+            # request cannot stall every other one
             x = await asyncio.to_thread(self.decode, request)
         else:
             x = self.decode(request)
-        outcome = await self.run(x, request, request_id, started, trace)
+        outcome = await self.run(x, request, started, trace)
         return schemas.PredictResponse(
             variant=outcome.variant,
             tier=outcome.decision.tier,
             reason=outcome.decision.reason,
             explanation=outcome.decision.explanation,
-            predictions=self._predictions(outcome.logits, request.top_k),
+            predictions=predictions(outcome.logits, request.top_k, self.registry.info.classes),
             latency_ms=outcome.latency_ms,
             slo_met=outcome.slo_met,
             request_id=request_id,
@@ -208,7 +210,6 @@ class Gateway:
         self,
         x: np.ndarray,
         request: schemas.RouteRequest,
-        request_id: str,
         started: float | None = None,
         trace: Trace | None = None,
     ) -> Outcome:
@@ -216,99 +217,84 @@ class Gateway:
         written to ``trace`` as it is decided, so errors are recorded too)."""
         started = time.perf_counter() if started is None else started
         trace = trace if trace is not None else Trace()
-        trace.tier = self._known_tier(request)
+        trace.tier = self.known_tier(request)
         routed = request.model_copy(update={"batch_size": len(x)})
-        decision = self._decided(routed, trace=trace)
+        decision = self._decided(routed, trace)
         if self.run_slots is not None:
             self.run_slots.saw_bound(decision.max_latency_ms)
-        failed: str | None = None
         infer_started = time.perf_counter()
-        self._observe_overhead((infer_started - started) * 1000)
+        self.overhead.update((infer_started - started) * 1000)
         deadline = time.monotonic() + self.timeout_s(request) - (infer_started - started)
+        failed: str | None = None
         try:
-            logits = await self.engines[decision.variant].infer(x, deadline)
-        except QueueFull as error:
-            raise GatewayError(429, f"overloaded: {error}", retry_after_s=1) from None
-        except DeadlineExceeded as error:
-            raise GatewayError(503, f"timed out: {error}", retry_after_s=1) from None
+            logits = await self._infer(decision.variant, x, deadline)
+        except (Overloaded, Unavailable):
+            raise
         except Exception as error:
             failed = decision.variant
-            self._avoid_until[failed] = time.monotonic() + self.failure_cooldown_s
-            # the lines carry the request id (serving.logs), as every line of a request does
-            if request.variant is not None:
-                log.warning("%s failed (%s); pinned, so not retried", failed, error)
-                raise GatewayError(503, f"variant {failed} failed: {error}") from None
-            log.warning("%s failed (%s); retrying once on the next-best variant", failed, error)
-            try:
-                decision = self._decided(routed, exclude=frozenset({failed}), trace=trace)
-            except GatewayError:
-                raise GatewayError(
-                    503, f"variant {failed} failed ({error}) and no other variant meets the floor"
-                ) from None
-            try:
-                logits = await self.engines[decision.variant].infer(x, deadline)
-            except QueueFull as error:
-                raise GatewayError(
-                    429, f"variant {failed} failed, and overloaded: {error}", retry_after_s=1
-                ) from None
-            except DeadlineExceeded as error:
-                raise GatewayError(
-                    503, f"variant {failed} failed, and timed out: {error}", retry_after_s=1
-                ) from None
-            except Exception as retry_error:
-                self._avoid_until[decision.variant] = time.monotonic() + self.failure_cooldown_s
-                raise GatewayError(
-                    503, f"variants {failed} and {decision.variant} failed: {retry_error}"
-                ) from None
+            decision, logits = await self._retry(routed, x, deadline, failed, error, trace)
         latency_ms = (time.perf_counter() - started) * 1000
-        quality = self.entries[decision.variant].quality
+        quality = self.registry.get(decision.variant).quality
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
         )
         trace.latency_ms, trace.slo_met = latency_ms, slo_met
         return Outcome(decision.variant, decision, logits, latency_ms, slo_met, failed)
 
+    async def _infer(self, name: str, x: np.ndarray, deadline: float, after: str = "") -> np.ndarray:
+        """One run on ``name``'s engine; queue errors become the gateway's answers."""
+        engine = self.registry.get(name).engine
+        if engine is None:  # retired or failed between routing and here
+            raise RuntimeError(f"{name} left the menu")
+        try:
+            return await engine.infer(x, deadline)
+        except QueueFull as error:
+            raise Overloaded(f"{after}overloaded: {error}") from None
+        except DeadlineExceeded as error:
+            raise Unavailable(f"{after}timed out: {error}", retry_after_s=1) from None
+
+    async def _retry(
+        self, request: schemas.RouteRequest, x: np.ndarray, deadline: float, failed: str,
+        error: Exception, trace: Trace,
+    ) -> tuple[schemas.Decision, np.ndarray]:  # fmt: skip
+        """After ``failed`` raised: once more on the next-best variant, unless it was pinned."""
+        self._avoid_until[failed] = self.clock() + self.settings.failure_cooldown_s
+        # the log lines carry the request id (serving.logs), as every line of a request does
+        if request.variant is not None:
+            log.warning("%s failed (%s); pinned, so not retried", failed, error)
+            raise Unavailable(f"variant {failed} failed: {error}") from None
+        log.warning("%s failed (%s); retrying once on the next-best variant", failed, error)
+        try:
+            decision = self._decided(request, trace, exclude=frozenset({failed}))
+        except Unsatisfiable:
+            raise Unavailable(f"variant {failed} failed ({error}) and no other variant meets the floor") from None
+        try:
+            return decision, await self._infer(decision.variant, x, deadline, f"variant {failed} failed, and ")
+        except (Overloaded, Unavailable):
+            raise
+        except Exception as retry_error:
+            self._avoid_until[decision.variant] = self.clock() + self.settings.failure_cooldown_s
+            raise Unavailable(f"variants {failed} and {decision.variant} failed: {retry_error}") from None
+
     def timeout_s(self, request: schemas.RouteRequest) -> float:
         """The request's own ``timeout_ms`` when shorter than ``request_timeout_s``."""
         if request.timeout_ms is None:
-            return self.request_timeout_s
-        return min(self.request_timeout_s, request.timeout_ms / 1000)
+            return self.settings.request_timeout_s
+        return min(self.settings.request_timeout_s, request.timeout_ms / 1000)
 
-    def _observe_overhead(self, sample_ms: float) -> None:
-        """EWMA of the time a request spends in the gateway before its model call (decoding,
-        routing). One outlier (a huge batch, a cold first request) moves it at most 3x."""
-        sample_ms = min(sample_ms, 3 * self.overhead_ms + 1.0)
-        self.overhead_ms = 0.9 * self.overhead_ms + 0.1 * sample_ms
 
-    def _decided(
-        self,
-        request: schemas.PredictRequest,
-        exclude: frozenset[str] = frozenset(),
-        trace: Trace | None = None,
-    ) -> schemas.Decision:
-        decision = self.route(request, exclude)
-        if trace is not None:
-            trace.variant, trace.reason = decision.variant, decision.reason
-            # strict and predicted over budget: the service could not keep the SLO (load shed)
-            trace.shed = decision.reason == Reason.REJECTED and decision.predicted_latency_ms is not None
-        if decision.reason == Reason.REJECTED:
-            best = max((p.quality for p in self.catalog() if p.ready), default=None)
-            raise GatewayError(422, decision.explanation, best_accuracy=best, reason="rejected")
-        return decision
-
-    def _predictions(self, logits: np.ndarray, top_k: int) -> list[schemas.Prediction]:
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        k = min(top_k, probabilities.shape[1])
-        results = []
-        for row in probabilities:
-            order = np.argsort(-row)[:k]
-            scores = [schemas.Score(label=self._label(i), index=int(i), score=float(row[i])) for i in order]
-            top = scores[0]
-            results.append(
-                schemas.Prediction(label=top.label, index=top.index, score=top.score, top_k=scores)
-            )
-        return results
-
-    def _label(self, index: int) -> str:
-        return self.classes[index] if index < len(self.classes) else str(index)
+def predictions(logits: np.ndarray, top_k: int, classes: tuple[str, ...]) -> list[schemas.Prediction]:
+    """Softmax scores, the top-1 label and the ``top_k`` classes for each row of ``logits``."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    k = min(top_k, probabilities.shape[1])
+    results = []
+    for row in probabilities:
+        order = np.argsort(-row)[:k]
+        scores = [
+            schemas.Score(label=classes[i] if i < len(classes) else str(i), index=int(i), score=float(row[i]))
+            for i in order
+        ]
+        top = scores[0]
+        results.append(schemas.Prediction(label=top.label, index=top.index, score=top.score, top_k=scores))
+    return results

@@ -16,13 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-
-class InputError(ValueError):
-    """A payload the gateway will not run; ``status`` is the HTTP code to answer with."""
-
-    def __init__(self, message: str, field: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.field, self.status = field, status
+from tiergate.serving.errors import InvalidRequest, TooLarge
 
 
 @dataclass(frozen=True)
@@ -56,22 +50,24 @@ class InputDecoder:
         try:
             array = np.asarray(values, dtype=np.float32)
         except (ValueError, TypeError, OverflowError):
-            raise InputError(
-                f"{field}: must be a rectangular nested list of float32-range numbers", field
+            raise InvalidRequest(
+                f"{field}: must be a rectangular nested list of float32-range numbers", field=field
             ) from None
         if array.size == 0:
-            raise InputError(f"{field}: the batch is empty", field)
+            raise InvalidRequest(f"{field}: the batch is empty", field=field)
         return self.check_batch(array[None] if array.ndim == 3 else array, field)
 
     def check_batch(self, array: np.ndarray, field: str) -> np.ndarray:
         if array.ndim != 4:
             got = list(array.shape)
-            raise InputError(f"{field}: expected [C, H, W] or {self._shape_text()}, got {got}", field)
+            raise InvalidRequest(
+                f"{field}: expected [C, H, W] or {self._shape_text()}, got {got}", field=field
+            )
         if len(array) == 0:
-            raise InputError(f"{field}: the batch is empty", field)
+            raise InvalidRequest(f"{field}: the batch is empty", field=field)
         if len(array) > self.limits.max_batch:
-            raise InputError(
-                f"{field}: batch of {len(array)} exceeds the limit of {self.limits.max_batch}", field
+            raise InvalidRequest(
+                f"{field}: batch of {len(array)} exceeds the limit of {self.limits.max_batch}", field=field
             )
         if tuple(array.shape[1:]) != self.input_shape:
             channels = array.shape[1]
@@ -80,21 +76,19 @@ class InputDecoder:
                 if channels != self.input_shape[0]
                 else f"image size {list(array.shape[2:])}, the model takes {list(self.input_shape[1:])}"
             )
-            raise InputError(f"{field}: wrong shape: {what} (expected {self._shape_text()})", field)
+            raise InvalidRequest(f"{field}: wrong shape: {what} (expected {self._shape_text()})", field=field)
         if not np.isfinite(array).all():
-            raise InputError(f"{field}: contains NaN or infinite values", field)
+            raise InvalidRequest(f"{field}: contains NaN or infinite values", field=field)
         return np.ascontiguousarray(array)
 
     def from_base64(self, text: str, field: str = "image") -> np.ndarray:
         """A base64 PNG/JPEG, decoded, converted, resized and scaled like the training data."""
         if len(text) > self.limits.max_image_bytes * 4 // 3 + 4:
-            raise InputError(
-                f"{field}: encoded image exceeds {self.limits.max_image_bytes} bytes", field, 413
-            )
+            raise TooLarge(f"{field}: encoded image exceeds {self.limits.max_image_bytes} bytes", field=field)
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise InputError(f"{field}: not valid base64", field) from None
+            raise InvalidRequest(f"{field}: not valid base64", field=field) from None
         image = self._open(raw, field)
         channels, height, width = self.input_shape
         if image.format == "JPEG":  # decode at the smallest DCT scale that still covers the model's size
@@ -106,7 +100,7 @@ class InputDecoder:
             pixels = np.asarray(image, dtype=np.float32) / 255.0
         except (OSError, ValueError, SyntaxError) as error:  # bad data surfaces only when decoding
             # (Pillow raises SyntaxError for a malformed PNG chunk sequence)
-            raise InputError(f"{field}: cannot decode the image: {error}", field) from None
+            raise InvalidRequest(f"{field}: cannot decode the image: {error}", field=field) from None
         tensor = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
         if self.preprocess.mean is not None and self.preprocess.std is not None:
             mean = np.asarray(self.preprocess.mean, np.float32).reshape(-1, 1, 1)
@@ -121,16 +115,15 @@ class InputDecoder:
                 image = Image.open(io.BytesIO(raw))
                 width, height = image.size
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{field}: image dimensions are too large", field, 413) from None
+            raise TooLarge(f"{field}: image dimensions are too large", field=field) from None
         except (UnidentifiedImageError, OSError):
-            raise InputError(f"{field}: not a PNG or JPEG image", field) from None
+            raise InvalidRequest(f"{field}: not a PNG or JPEG image", field=field) from None
         if image.format not in ("PNG", "JPEG"):
-            raise InputError(f"{field}: format {image.format} is not accepted (PNG or JPEG)", field)
+            raise InvalidRequest(f"{field}: format {image.format} is not accepted (PNG or JPEG)", field=field)
         if width * height > self.limits.max_image_pixels:
-            raise InputError(
+            raise TooLarge(
                 f"{field}: {width}x{height} pixels exceeds the limit of {self.limits.max_image_pixels}",
-                field,
-                413,
+                field=field,
             )
         return image
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-PACKAGES = ("serving", "profiles", "compression", "tiergate")
+PACKAGES = ("tiergate",)
 
 
 def current_request_id() -> str:

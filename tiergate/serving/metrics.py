@@ -2,9 +2,9 @@
 replica on every node is exported by Ray's per-node metrics endpoint (names gain Ray's
 ``ray_`` prefix there, plus ``application``/``deployment``/``replica`` labels).
 
-    metrics = Metrics(config.tiers)           # inside a Serve replica
-    metrics.describe(gateway)                 # menu and tier gauges, once
+    metrics = Metrics(tiers, registry)        # inside a Serve replica
     metrics.request(trace, status_code=200)   # per inference request (the HTTP layer calls it)
+    metrics.batch("int8", 8)                  # per ORT run (the engines call it)
     metrics.flush()                           # every second, off the request path
 
 Recording into Ray's metrics costs ~50 us a call, measured: a request only appends to a
@@ -19,6 +19,7 @@ Series (as Prometheus sees them):
   ray_tiergate_routing_decisions_total{tier,variant,reason} best, degraded, pinned, fallback, rejected
   ray_tiergate_variant_{accuracy,fidelity,p95_latency_ms,size_bytes,in_flight,
                         build_seconds,cache_hit,profile_seconds}{variant}
+  ray_tiergate_variant_state{variant,state}                 1 for the live menu's state of each variant
   ray_tiergate_batch_size_bucket{variant,le}                images per ORT run
   ray_tiergate_tier_{slo_target,max_latency_ms}{tier}
 """
@@ -27,13 +28,10 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tiergate.profiles.tiers import Tier
-
-if TYPE_CHECKING:
-    from tiergate.serving.gateway import Gateway
+from tiergate.serving.registry import MenuRegistry, VariantState
+from tiergate.serving.trace import Trace
 
 NONE = "none"  # label value when a request named no tier, or was refused before routing
 LATENCY_BUCKETS_MS = (
@@ -61,18 +59,6 @@ LATENCY_BUCKETS_MS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-@dataclass
-class Trace:
-    """What one inference request turned into; filled in as the gateway decides."""
-
-    tier: str | None = None
-    variant: str | None = None
-    reason: str | None = None
-    latency_ms: float | None = None
-    slo_met: bool | None = None
-    shed: bool = False  # refused (strict) because no variant was predicted within the bound
-
-
 def latency_boundaries(tiers: Mapping[str, Tier]) -> list[float]:
     """The default buckets plus every tier's bound, so SLO queries need no interpolation."""
     bounds = {float(b) for b in LATENCY_BUCKETS_MS}
@@ -94,7 +80,9 @@ def slo_outcome(status_code: int, slo_met: bool | None, shed: bool = False) -> s
 
 
 class Metrics:
-    def __init__(self, tiers: Mapping[str, Tier]) -> None:
+    """Records into Ray's metrics; the menu's gauges follow the live ``registry``."""
+
+    def __init__(self, tiers: Mapping[str, Tier], registry: MenuRegistry | None = None) -> None:
         from ray.serve.metrics import Counter, Gauge, Histogram
 
         self.requests = Counter(
@@ -128,13 +116,18 @@ class Metrics:
             name: Gauge(f"tiergate_variant_{name}", text, tag_keys=("variant",))
             for name, text in variant_gauges.items()
         }
+        self.state = Gauge(
+            "tiergate_variant_state", "1 for the variant's state in the live menu", tag_keys=("variant", "state")
+        )
         self.tier_target = Gauge("tiergate_tier_slo_target", "SLO target of the tier", tag_keys=("tier",))
         self.tier_bound = Gauge(
             "tiergate_tier_max_latency_ms", "Latency bound of the tier (ms)", tag_keys=("tier",)
         )
         self._answers: deque[tuple[Trace, int]] = deque()
         self._batches: deque[tuple[str, int]] = deque()
+        self.tiers, self.registry = dict(tiers), registry
         self._static: list[tuple[object, float, dict[str, str]]] = []  # describe()'s gauges
+        self._described = -1  # the registry version the gauges describe
 
     def request(self, trace: Trace, status_code: int) -> None:
         self._answers.append((trace, status_code))
@@ -164,32 +157,39 @@ class Metrics:
         for gauge, value, tags in self._static:
             gauge.set(value, tags=tags)
 
-    def describe(self, gateway: Gateway) -> None:
-        """Gauges that describe the menu and the tiers. Ray exports a gauge only for the
-        interval it was set in, so ``flush`` sets these again each time."""
-        routed_on = {profile.name: profile.latency_ms for profile in gateway.catalog()}
-        for entry in gateway.menu.variants:
-            engine = gateway.engines.get(entry.name)
-            if engine is None:
+    def describe(self) -> None:
+        """Gauges that describe the live menu and the tiers, rebuilt when the registry
+        changed. Ray exports a gauge only for the interval it was set in, so ``flush`` sets
+        them again each time."""
+        registry = self.registry
+        if registry is None or registry.version == self._described:
+            return
+        self._described, static = registry.version, []
+        for variant in registry:
+            for state in VariantState:
+                static.append((self.state, float(variant.state == state), {"variant": variant.name, "state": state}))
+            entry, engine = variant.entry, variant.engine
+            if entry is None or engine is None:
                 continue
             values = {
-                "accuracy": entry.quality, "fidelity": entry.fidelity,
-                "p95_latency_ms": routed_on[entry.name][1], "size_bytes": entry.size_bytes,
-                "build_seconds": entry.build_s,
-                "cache_hit": 1.0 if entry.cache_hit else 0.0,
+                "accuracy": entry.quality, "fidelity": entry.fidelity, "size_bytes": entry.size_bytes,
+                "p95_latency_ms": (engine.latency_p95_ms or {1: entry.p95_ms()})[1],
+                "build_seconds": entry.build_s, "cache_hit": 1.0 if entry.cache_hit else 0.0,
             }  # fmt: skip
-            profile_s = getattr(engine, "profile_s", None)
-            if profile_s is not None:
-                values["profile_seconds"] = profile_s
+            if engine.profile_s is not None:
+                values["profile_seconds"] = engine.profile_s
             for name, value in values.items():
-                self._static.append((self.variant[name], float(value), {"variant": entry.name}))
-        for name, tier in gateway.tiers.items():
-            self._static.append((self.tier_target, tier.slo_target, {"tier": name}))
+                static.append((self.variant[name], float(value), {"variant": variant.name}))
+        for name, tier in self.tiers.items():
+            static.append((self.tier_target, tier.slo_target, {"tier": name}))
             if tier.max_latency_ms is not None:
-                self._static.append((self.tier_bound, tier.max_latency_ms, {"tier": name}))
-        self.in_flight(gateway)
-        self.flush()
+                static.append((self.tier_bound, tier.max_latency_ms, {"tier": name}))
+        self._static = static
 
-    def in_flight(self, gateway: Gateway) -> None:
-        for name, engine in gateway.engines.items():
+    def sample(self) -> None:
+        """The live gauges (in-flight requests per variant), then ``describe``."""
+        if self.registry is None:
+            return
+        for name, engine in self.registry.loaded().items():
             self.variant["in_flight"].set(engine.stats.in_flight, tags={"variant": name})
+        self.describe()

@@ -14,7 +14,8 @@ from tiergate.compression.export import export_onnx
 from tiergate.compression.methods.lowrank import factorise
 from tiergate.compression.recipes import BuildContext, onnx_handler, torch_handler
 from tiergate.compression.train import predict_logits
-from tiergate.profiles.measure import count_params_and_flops, open_session, predict
+from tiergate.profiles.graph import count_params_and_flops
+from tiergate.profiles.measure import open_session, predict
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,73 @@
+"""What can go wrong with a request, in the gateway's own terms: none of these know HTTP.
+``tiergate.serving.http.errors`` is the one place that maps them to statuses and bodies.
+
+    raise UnknownTier("tier: unknown tier 'turbo'", field="tier", known=["fast", ...])
+
+Each error's message names the problem and the field or value at fault; ``details`` are
+extra fields for the answer's body (``known`` names, ``best_accuracy``, ...).
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of the gateway's answers other than a prediction."""
+
+    def __init__(self, message: str, *, field: str | None = None, **details: object) -> None:
+        super().__init__(message)
+        self.field, self.details = field, details
+
+
+class InvalidRequest(ServingError):
+    """The request is well-formed JSON but a field's value cannot be served (shape,
+    values, an unknown tier, a parameter out of range)."""
+
+
+class MalformedRequest(ServingError):
+    """The body cannot be parsed at all (e.g. a binary-tensor header that does not fit)."""
+
+
+class TooLarge(ServingError):
+    """The payload, or an image's dimensions, exceed a configured limit."""
+
+
+class NotFound(ServingError):
+    """A named variant or model does not exist."""
+
+
+class Unsatisfiable(ServingError):
+    """No variant meets the request's accuracy floor, or none is predicted within its
+    latency bound and the request is strict."""
+
+
+class Conflict(ServingError):
+    """An operation that the current state does not allow (reloading keys that are off,
+    a keys file that does not load, a variant in the wrong state)."""
+
+
+class Unauthenticated(ServingError):
+    """No API key, or an unknown one."""
+
+
+class Forbidden(ServingError):
+    """The key may not do this (a tier outside its grant, an admin operation)."""
+
+
+class Overloaded(ServingError):
+    """Too much work queued to answer in time; try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **details: object) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(Overloaded):
+    """The API key is over its request rate."""
+
+
+class Unavailable(ServingError):
+    """The service cannot answer now: not ready, timed out, or the variant failed."""
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, **details: object) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,81 @@
+"""The one place where the gateway's errors become HTTP answers: a status per error type,
+and the body ``{"error": message, "field": ..., ...details}`` with ``Retry-After`` where
+the error says when to come back.
+
+    install_error_handlers(app)        # on the FastAPI app
+    json_error(503, "not ready", retry_after_s=5)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from tiergate.serving import errors
+from tiergate.serving.frontdoor import json_error
+
+STATUS: dict[type[errors.ServingError], int] = {
+    errors.MalformedRequest: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.InvalidRequest: 422,
+    errors.Unsatisfiable: 422,
+    errors.Overloaded: 429,  # RateLimited too
+    errors.Unavailable: 503,
+}
+
+
+def status_of(error: errors.ServingError) -> int:
+    """The HTTP status for ``error``: its own class's, else its nearest base's."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def answer(error: errors.ServingError) -> JSONResponse:
+    body: dict[str, Any] = dict(error.details)
+    if error.field is not None:
+        body["field"] = error.field
+    retry_after_s = getattr(error, "retry_after_s", None)
+    if retry_after_s is not None:
+        body["retry_after_s"] = retry_after_s
+    response = json_error(status_of(error), str(error), **body)
+    if isinstance(error, errors.Unauthenticated):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def problems(issues: list[dict[str, Any]], prefix: str = "") -> str:
+    """Pydantic errors as one message, each naming its field: ``slo.min_accuracy: ...``."""
+    parts = []
+    for issue in issues:
+        path = ".".join(str(p) for p in issue["loc"] if p != "body")
+        path = ".".join(filter(None, (prefix, path))) or "body"
+        parts.append(f"{path}: {issue['msg']}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.ServingError)
+    async def serving_error(request: Request, error: errors.ServingError):
+        return answer(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """Starlette's own answers (404 unknown path, 405, 400 unparsable body) as JSON errors."""
+        response = json_error(error.status_code, str(error.detail))
+        for name, value in (error.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        return json_error(422, problems(error.errors()))

@@ -1,0 +1,86 @@
+"""The /v1 API and the health probes: predict, dry-run routing, the live catalog and tiers.
+
+add_v1_routes(app, access)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from tiergate.serving import schemas
+from tiergate.serving.http.access import Access
+from tiergate.serving.registry import Variant
+from tiergate.serving.schemas import error_responses as errors
+
+VARIANT_HEADER = "X-Tiergate-Variant"
+
+
+def add_v1_routes(app: FastAPI, access: Access) -> None:
+    registry = access.replica.registry
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses=errors(503))
+    async def readyz():
+        access.ready()
+        return {"status": "ready", "variants": sorted(registry.names(frozenset({"serving", "demoted"})))}
+
+    @app.post("/v1/predict", response_model=schemas.PredictResponse,
+              responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
+    async def predict(body: schemas.PredictRequest, request: Request):
+        body = body.model_copy(update=access.admit(request, {"tier": body.tier, "variant": body.variant}))
+        response = await access.ready().predict(body, request.state.request_id, request.state.trace)
+        # serialized by pydantic-core in one pass (not model_dump, then the json module)
+        return Response(response.model_dump_json(), media_type="application/json",
+                        headers={VARIANT_HEADER: response.variant})  # fmt: skip
+
+    @app.post("/v1/route", response_model=schemas.Decision,
+              responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
+    async def route(body: schemas.RouteRequest, request: Request):
+        body = body.model_copy(update=access.admit(request, {"tier": body.tier, "variant": body.variant}))
+        return access.ready().route(body)
+
+    @app.get("/v1/variants", responses=errors(401, 503))
+    async def variants(request: Request):
+        access.admit(request)
+        gateway = access.ready()
+        routed_on = {profile.name: profile.latency_ms for profile in gateway.catalog()}
+        info = registry.info
+        rows = [_row(variant, routed_on.get(variant.name)) for variant in registry]
+        return {"model": info.model, "quality_metric": info.quality_metric, "variants": rows}
+
+    @app.get("/v1/tiers", responses=errors(401, 503))
+    async def tiers(request: Request):
+        access.admit(request)
+        gateway = access.ready()
+        return {
+            name: {**tier.model_dump(), "variant": gateway.route(schemas.RouteRequest(tier=name)).variant}
+            for name, tier in gateway.tiers.items()
+        }
+
+
+def _row(variant: Variant, routed_on: dict[int, float] | None) -> dict[str, Any]:
+    """One variant of the catalog: its measured profile, its state and its live figures."""
+    engine = variant.engine
+    live = None
+    if engine is not None:
+        live = {
+            "in_flight": engine.stats.in_flight, "recent_ms": engine.stats.recent_ms.value,
+            "replicas": engine.replicas, "hop_ms": engine.stats.hop_ms.value,
+            # false while a remote variant is down, until a live replica re-times it
+            "available": engine.available, "reprofiles": engine.reprofiles,
+            # what routing predicts from: p95 timed inside the serving replica
+            "serving_p95_ms": {str(b): ms for b, ms in (routed_on or {}).items()},
+        }  # fmt: skip
+    profile = (
+        variant.entry.model_dump(mode="json", exclude={"path"}) if variant.entry else {"name": variant.name}
+    )
+    return {
+        **profile, "state": variant.state.value, "state_reason": variant.reason or None,
+        "ready": variant.routable, "live": live,
+    }  # fmt: skip

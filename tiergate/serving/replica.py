@@ -1,0 +1,179 @@
+"""Everything one serving process holds, as a plain object: the live menu, the gateway,
+admission, API keys and the metrics sink. The Ray deployments are thin shells around it,
+and unit tests build it without Ray.
+
+    replica = Replica.build(spec)                 # opens and times every variant of spec.menu
+    await replica.load_variant(entry)             # add or hot-replace one while serving
+    await replica.retire_variant("lowrank", "removed from the config")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from tiergate import settings
+from tiergate.profiles.menu import Menu, MenuEntry
+from tiergate.profiles.tiers import Tier
+from tiergate.serving.auth import KeyRing
+from tiergate.serving.config import ServingConfig
+from tiergate.serving.engines import CorruptArtifact, Engine, RunSlots
+from tiergate.serving.errors import Conflict
+from tiergate.serving.frontdoor import Admission, Limits
+from tiergate.serving.gateway import Gateway, RoutingSettings
+from tiergate.serving.inputs import InputDecoder, InputLimits, Preprocess
+from tiergate.serving.loading import EngineOpener, concurrent_runs
+from tiergate.serving.registry import MenuInfo, MenuRegistry, drain
+from tiergate.serving.trace import Trace
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaSpec(BaseModel):
+    """What a serving replica is built from; the composition root makes it from the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serving: ServingConfig
+    tiers: dict[str, Tier]
+    preprocess: Preprocess
+    menu: Menu
+
+
+class MetricsSink(Protocol):
+    def request(self, trace: Trace, status_code: int) -> None: ...
+
+    def batch(self, variant: str, size: int) -> None: ...
+
+
+class Replica:
+    def __init__(
+        self,
+        spec: ReplicaSpec,
+        registry: MenuRegistry,
+        gateway: Gateway,
+        opener: EngineOpener,
+        admission: Admission,
+        keys: KeyRing | None = None,
+        metrics: MetricsSink | None = None,
+    ) -> None:
+        self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
+        self.admission, self.keys, self.metrics = admission, keys, metrics
+        serving = spec.serving
+        self.limits = Limits(
+            serving.limits.max_body_bytes, serving.admission.max_in_flight,
+            max_loop_lag_s=serving.admission.max_loop_lag_ms / 1000,
+        )  # fmt: skip
+
+    @classmethod
+    def build(
+        cls,
+        spec: ReplicaSpec,
+        *,
+        admission: Admission | None = None,
+        remote: Mapping[str, Engine] | None = None,
+        metrics: Callable[[MenuRegistry], MetricsSink] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Replica:
+        """Open every variant of ``spec.menu`` in this process (or take the ``remote``
+        engines of the per_variant topology) into a fresh live menu. A variant that does not
+        load is marked failed; the reference (fp32) must load."""
+        serving, menu = spec.serving, spec.menu
+        admission = admission if admission is not None else Admission(clock=clock)
+        registry = MenuRegistry(MenuInfo.of(menu), reference=menu.variants[0].name, clock=clock)
+        sink = metrics(registry) if metrics is not None else None
+        slots = RunSlots(
+            concurrent_runs(serving), serving.batching.inline_run_max_ms, admission.contenders,
+            spare_share=1.0 - serving.routing.latency_headroom, clock=clock,
+        )  # fmt: skip
+        opener = EngineOpener(
+            serving, menu.input_shape, slots, on_batch=sink.batch if sink else None, on_change=registry.changed
+        )
+        for entry in menu.variants:
+            try:
+                engine = remote[entry.name] if remote is not None else opener.open(entry)
+            except (KeyError, CorruptArtifact, OSError) as error:
+                registry.fail(entry.name, f"did not load: {error}")
+                continue
+            registry.add(entry, engine)
+        if not registry.ready():
+            raise RuntimeError(f"{registry.reference} could not be loaded; refusing to serve without it")
+        limits = serving.limits
+        decoder = InputDecoder(
+            menu.input_shape,
+            InputLimits(limits.max_batch_images, limits.max_body_bytes, limits.max_image_pixels),
+            spec.preprocess,
+        )
+        gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
+        keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
+        return cls(spec, registry, gateway, opener, admission, keys, sink)
+
+    def record(self, trace: Trace, status_code: int) -> None:
+        """An inference request's answer went out (the HTTP layer calls this)."""
+        if self.metrics is not None:
+            self.metrics.request(trace, status_code)
+
+    # -- admin operations ------------------------------------------------------------------------
+    async def load_variant(self, entry: MenuEntry) -> str:
+        """Open ``entry``'s ONNX file off the event loop and put it on the live menu: a new
+        variant joins, a known one is swapped without failing the requests it holds."""
+        engine = await asyncio.to_thread(self.opener.open, entry)
+        known = self.registry.get(entry.name)
+        if known is not None and known.loaded:
+            old = self.registry.replace(entry, engine)
+            asyncio.get_running_loop().create_task(drain(old, self.spec.serving.ray.shutdown_timeout_s))
+            return "replaced"
+        self.registry.add(entry, engine)
+        return "added"
+
+    async def retire_variant(self, name: str, reason: str) -> None:
+        """Take ``name`` off the menu; it answers what it holds, then closes."""
+        known = self.registry.get(name)
+        if known is None:
+            raise Conflict(f"variant: no variant {name!r} on the menu", field="variant")
+        engine = self.registry.retire(name, reason)
+        await drain(engine, self.spec.serving.ray.shutdown_timeout_s)
+
+    async def reprofile(self) -> dict[str, dict[int, float]]:
+        """Time every loaded variant again, as this replica runs now; route on that."""
+        for variant in self.registry.measured():
+            if variant.engine.local:  # off the event loop: requests keep being served meanwhile
+                await asyncio.to_thread(self.opener.retime, variant.engine, variant.entry)
+            else:  # its own deployment times it
+                await variant.engine.retime(force=True)
+        self.registry.changed()
+        return {name: dict(engine.latency_p95_ms) for name, engine in self.registry.loaded().items()}
+
+    def reload_keys(self) -> int:
+        """Read the keys again; a file that does not load leaves the current keys in place."""
+        auth = self.spec.serving.auth
+        if not auth.enabled:
+            raise Conflict("serving.auth.enabled is false: there are no keys to reload")
+        try:
+            keys = KeyRing.load(auth, settings.api_keys(), self.gateway.clock)
+        except Exception as error:  # whatever the file holds (even nesting deep enough to overflow)
+            current = len(self.keys) if self.keys is not None else 0
+            raise Conflict(f"keys not reloaded, the {current} current keys stay: {error}") from None
+        if self.keys is not None:
+            keys.keep_buckets_from(self.keys)
+        self.keys = keys
+        log.info("API keys reloaded: %d keys", len(keys))
+        return len(keys)
+
+    def close(self) -> None:
+        for engine in self.registry.loaded().values():
+            engine.close()
+
+
+def routing_settings(serving: ServingConfig) -> RoutingSettings:
+    return RoutingSettings(
+        default_tier=serving.routing.default_tier,
+        latency_headroom=serving.routing.latency_headroom,
+        failure_cooldown_s=serving.routing.failure_cooldown_s,
+        request_timeout_s=serving.admission.request_timeout_s,
+    )

@@ -1,0 +1,21 @@
+"""What one inference request turned into, filled in as the gateway decides and read by
+the metrics when the answer goes out.
+
+    trace = Trace()
+    await gateway.predict(request, request_id, trace)
+    metrics.request(trace, status_code=200)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Trace:
+    tier: str | None = None
+    variant: str | None = None
+    reason: str | None = None
+    latency_ms: float | None = None
+    slo_met: bool | None = None
+    shed: bool = False  # refused (strict) because no variant was predicted within the bound

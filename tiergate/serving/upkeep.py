@@ -1,0 +1,51 @@
+"""A serving replica's background loops: hand metrics to Ray every second, and reload the
+API keys when their file changes.
+
+    loop.create_task(report_metrics(metrics))
+    loop.create_task(watch_keys(replica.reload_keys, KeyFileWatch(path), interval_s=5))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Callable
+
+from tiergate.serving.auth import KeyFileWatch
+from tiergate.serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+async def report_metrics(metrics: Metrics, every_s: float = 1.0) -> None:
+    """Sample the live gauges, then flush what was recorded to Ray in a worker thread."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            metrics.sample()
+            await asyncio.to_thread(metrics.flush)
+        except Exception:  # metrics must never stop serving
+            log.exception("metrics flush failed")
+
+
+async def watch_keys(reload: Callable[[], int], watch: KeyFileWatch, interval_s: float) -> None:
+    """Reload the keys whenever the file's content changes. Every replica runs this, so a key
+    removed from the file stops working on all of them within ``interval_s``."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if not watch.changed():
+            continue
+        try:
+            reload()
+        except Exception as error:  # the watch must outlive any bad file
+            log.error("%s changed but did not load: %s", watch.path, error)
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive after start-up (modules, sessions, Ray's
+    and FastAPI's state) to the garbage collector's permanent generation: full collections
+    would otherwise scan them again and again, stalling every request meanwhile. Objects
+    made later are collected as usual."""
+    gc.collect()
+    gc.freeze()
