@@ -1,0 +1,43 @@
+"""A variant's engine: what runs its requests, in this process or in its own deployment.
+
+    from tiergate.serving.engines import EngineSettings, Notifier, RunSlots, VariantEngine
+
+    changes, slots = Notifier(), RunSlots(size=4)
+    engine = VariantEngine.load("int8", path, sha256, settings, run_slots=slots, on_change=changes)
+    logits = await engine.infer(batch, deadline)
+
+``Engine`` is the interface the gateway uses; ``VariantEngine`` (in-process, ORT) and
+``RemoteEngine`` (a Ray Serve deployment per variant) implement it. The errors are the
+engines' own; the gateway maps them to HTTP answers.
+"""
+
+from tiergate.serving.engines.base import Engine, Notifier
+from tiergate.serving.engines.batching import batches_ms
+from tiergate.serving.engines.errors import (
+    CorruptArtifact,
+    DeadlineExceeded,
+    QueueFull,
+    VariantFailed,
+    remote_reason,
+)
+from tiergate.serving.engines.local import EngineSettings, VariantEngine
+from tiergate.serving.engines.remote import RemoteEngine
+from tiergate.serving.engines.run_slots import RunSlots
+from tiergate.serving.engines.stats import Ewma, LiveCounters
+
+__all__ = [
+    "CorruptArtifact",
+    "DeadlineExceeded",
+    "Engine",
+    "EngineSettings",
+    "Ewma",
+    "LiveCounters",
+    "Notifier",
+    "QueueFull",
+    "RemoteEngine",
+    "RunSlots",
+    "VariantEngine",
+    "VariantFailed",
+    "batches_ms",
+    "remote_reason",
+]
