@@ -35,9 +35,10 @@ from tiergate.config import AppConfig, load_config
 from tiergate.profiles.menu import Menu, MenuEntry
 from tiergate.serving.auth import KeyFileWatch, KeyRing
 from tiergate.serving.config import ServingConfig
-from tiergate.serving.engine import (
+from tiergate.serving.engines import (
     CorruptArtifact,
     EngineSettings,
+    Notifier,
     RemoteEngine,
     RunSlots,
     VariantEngine,
@@ -77,9 +78,12 @@ def engine_settings(serving: ServingConfig) -> EngineSettings:
     )
 
 
-def open_engine(entry: MenuEntry, menu: Menu, serving: ServingConfig) -> VariantEngine:
-    """Load one variant (sha256 checked) and, unless switched off, time it in this process."""
-    engine = VariantEngine.load(entry.name, Path(entry.path), entry.sha256, engine_settings(serving))
+def open_engine(entry: MenuEntry, menu: Menu, serving: ServingConfig, **wiring) -> VariantEngine:
+    """Load one variant (sha256 checked) and, unless switched off, time it in this process;
+    ``wiring``: ``VariantEngine``'s keyword arguments (run_slots, on_batch, on_change)."""
+    engine = VariantEngine.load(
+        entry.name, Path(entry.path), entry.sha256, engine_settings(serving), **wiring
+    )
     return _retimed(engine, menu, serving)
 
 
@@ -120,22 +124,27 @@ def _one_profiler_per_node():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> Gateway:
+def load_gateway(
+    config: AppConfig, menu: Menu, engines: dict | None = None, *, on_batch=None, on_change=None
+) -> Gateway:
     """Open one engine per variant of the menu unless ``engines`` are given (per_variant
-    topology), and assemble the gateway."""
+    topology), and assemble the gateway. ``on_batch`` and ``on_change``: for the engines
+    opened here (``VariantEngine``)."""
     serving = config.serving
-    if engines is None:
-        engines = {}
-        for entry in menu.variants:
-            try:
-                engines[entry.name] = open_engine(entry, menu, serving)
-            except (CorruptArtifact, OSError) as error:
-                log.error("variant %s left out of the menu: %s", entry.name, error)
     # Door.admission: the requests a run on the event loop may hold up, read or not yet
     slots = RunSlots(
         concurrent_runs(serving), serving.inline_run_max_ms, lambda: Door.admission.contenders(),
         spare_share=1.0 - serving.latency_headroom,
     )  # fmt: skip
+    if engines is None:
+        engines = {}
+        for entry in menu.variants:
+            try:
+                engines[entry.name] = open_engine(
+                    entry, menu, serving, run_slots=slots, on_batch=on_batch, on_change=on_change
+                )
+            except (CorruptArtifact, OSError) as error:
+                log.error("variant %s left out of the menu: %s", entry.name, error)
     if menu.variants[0].name not in engines:
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
     limits = InputLimits(serving.max_batch_images, serving.max_body_bytes, serving.max_image_pixels)
@@ -210,14 +219,14 @@ class Ingress:
                 # then seen as a change, not taken for what was loaded
                 key_watch = KeyFileWatch(auth.keys_file)
             _Replica.keys = KeyRing.load(auth, settings.api_keys())
-        engines = None
+        # engines are built before the gateway: they tell it of changes through `changes`
+        metrics, changes, engines = Metrics(app_config.tiers), Notifier(), None
         if variants is not None:
-            engines = await _remote_engines(variants, app_config.serving)
+            engines = await _remote_engines(variants, app_config.serving, changes)
         menu = Menu.model_validate(menu)
-        gateway = load_gateway(app_config, menu, engines)
-        gateway.metrics = Metrics(app_config.tiers)
-        for engine in gateway.engines.values():
-            engine.on_batch = gateway.metrics.batch
+        gateway = load_gateway(app_config, menu, engines, on_batch=metrics.batch, on_change=changes)
+        changes.subscribe(gateway.refresh)  # a profile changed, or a remote variant went or came back
+        gateway.metrics = metrics
         gateway.metrics.describe(gateway)
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(gateway.metrics, gateway))
         _Replica.admin = Admin(app_config, menu, gateway)
@@ -234,10 +243,13 @@ class Ingress:
         """Chaos hook, reachable only through a Serve handle from inside the cluster: make
         ``rate`` of ``variant``'s runs fail, and every run take ``delay_s`` longer, in this
         replica (colocated topology)."""
+        # moves to a test-support deployment with the registry change
+        from tests.support.chaos import inject_fault
+
         engine = _Replica.gateway.engines[variant]
-        if not isinstance(engine, VariantEngine):
+        if not engine.local:
             raise TypeError(f"{variant} runs in its own deployment: kill its replica instead")
-        engine.inject_fault(rate, delay_s)  # the gateway re-reads its profile (on_change)
+        inject_fault(engine, rate, delay_s)  # the gateway re-reads its profile (on_change)
 
 
 async def _watch_keys(admin: Admin, watch: KeyFileWatch, interval_s: float) -> None:
@@ -263,7 +275,9 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> dict[str, RemoteEngine]:
+async def _remote_engines(
+    handles: dict[str, Any], serving: ServingConfig, on_change: Notifier
+) -> dict[str, RemoteEngine]:
     """In-replica timings from each variant deployment, taken again one variant at a time
     once all are up (while replicas start, their imports and loads compete for the CPU);
     a variant whose replica failed to start is left out (fp32 is checked by load_gateway)."""
@@ -281,8 +295,9 @@ async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> di
         spec = serving.variant_deployments.get(name)
         replicas = spec.replicas if spec is not None else 1
         engines[name] = RemoteEngine(
-            name, handle, latency, replicas, serving.max_queued_per_variant, serving.variant_timeout_s
-        )
+            name, handle, latency, replicas, serving.max_queued_per_variant, serving.variant_timeout_s,
+            on_change=on_change,
+        )  # fmt: skip
     return engines
 
 
@@ -307,14 +322,14 @@ class VariantServer:
         app_config = AppConfig.model_validate(config)
         menu = Menu.model_validate(menu)
         entry = next(e for e in menu.variants if e.name == name)
+        metrics = Metrics(app_config.tiers)
         # not timed here: the ingress asks every variant to retime() once all replicas are up
         self.engine = VariantEngine.load(
-            entry.name, Path(entry.path), entry.sha256, engine_settings(app_config.serving)
-        )
+            entry.name, Path(entry.path), entry.sha256, engine_settings(app_config.serving),
+            on_batch=metrics.batch,
+        )  # fmt: skip
         self.engine.latency_p95_ms = {int(b): s.p95 for b, s in entry.latency_ms.items()}
         self._menu, self._serving = menu, app_config.serving
-        metrics = Metrics(app_config.tiers)
-        self.engine.on_batch = metrics.batch
         self._reporter = asyncio.get_running_loop().create_task(_report_metrics(metrics))
         freeze_startup_objects()
 
@@ -324,7 +339,10 @@ class VariantServer:
     def set_fault(self, rate: float, delay_s: float = 0.0) -> None:
         """Chaos hook, reachable only through a Serve handle from inside the cluster: make
         ``rate`` of this replica's runs fail, and every run take ``delay_s`` longer."""
-        self.engine.inject_fault(rate, delay_s)
+        # moves to a test-support deployment with the registry change
+        from tests.support.chaos import inject_fault
+
+        inject_fault(self.engine, rate, delay_s)
 
     def retime(self, force: bool = False) -> dict[int, float]:
         """Time the variant again: the ingress asks once every variant replica is up, when

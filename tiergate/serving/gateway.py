@@ -19,7 +19,7 @@ from tiergate.profiles.menu import Menu
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
-from tiergate.serving.engine import DeadlineExceeded, QueueFull, RunSlots, VariantEngine
+from tiergate.serving.engines import DeadlineExceeded, Engine, QueueFull, RunSlots
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.metrics import Metrics, Trace
 
@@ -49,7 +49,7 @@ class Gateway:
         self,
         menu: Menu,
         tiers: Mapping[str, Tier],
-        engines: Mapping[str, VariantEngine],
+        engines: Mapping[str, Engine],
         decoder: InputDecoder,
         default_tier: str = "balanced",
         failure_cooldown_s: float = 5.0,
@@ -68,15 +68,10 @@ class Gateway:
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
         self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
         self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
-        # the run slots the in-process engines share (set on them here); told each request's bound
+        # the run slots the in-process engines share (given to them when built); told each request's bound
         self.run_slots = run_slots
-        self._local = [name for name, engine in self.engines.items() if isinstance(engine, VariantEngine)]
-        if run_slots is not None:
-            for name in self._local:
-                self.engines[name].run_slots = run_slots
+        self._local = [name for name, engine in self.engines.items() if engine.local]
         self.refresh()
-        for engine in self.engines.values():
-            engine.on_change = self.refresh  # a profile changed, or a remote variant went down or came back
 
     def refresh(self) -> None:
         """Rebuild the routing catalog: the menu is fixed for a gateway's life, so this runs
