@@ -19,7 +19,7 @@ from tiergate.profiles.menu import Menu
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
-from tiergate.serving.engines import DeadlineExceeded, Engine, QueueFull, RunSlots
+from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, RunSlots
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.metrics import Metrics, Trace
 
@@ -66,7 +66,7 @@ class Gateway:
         self.failure_cooldown_s = failure_cooldown_s
         self.latency_headroom = latency_headroom  # route within this fraction of a latency bound
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
-        self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
+        self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time a request spends outside the model
         self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
         # the run slots the in-process engines share (given to them when built); told each request's bound
         self.run_slots = run_slots
@@ -98,12 +98,12 @@ class Gateway:
         return self._catalog
 
     def live(self) -> dict[str, LiveStats]:
-        shared = self._shared_wait_ms()
+        shared, overhead_ms = self._shared_wait_ms(), self._overhead_ms.value
         return {
             name: LiveStats(
                 in_flight=engine.stats.in_flight,
                 replicas=engine.replicas,
-                overhead_ms=self.overhead_ms + engine.stats.hop_ms,
+                overhead_ms=overhead_ms + engine.stats.hop_ms,
                 slowdown=engine.stats.slowdown,
                 shared_wait_ms=shared.get(name),
             )
@@ -269,11 +269,14 @@ class Gateway:
             return self.request_timeout_s
         return min(self.request_timeout_s, request.timeout_ms / 1000)
 
+    @property
+    def overhead_ms(self) -> float:
+        """Recent time a request spends in the gateway before its model call (decoding, routing)."""
+        return self._overhead_ms.value
+
     def _observe_overhead(self, sample_ms: float) -> None:
-        """EWMA of the time a request spends in the gateway before its model call (decoding,
-        routing). One outlier (a huge batch, a cold first request) moves it at most 3x."""
-        sample_ms = min(sample_ms, 3 * self.overhead_ms + 1.0)
-        self.overhead_ms = 0.9 * self.overhead_ms + 0.1 * sample_ms
+        """One outlier (a huge batch, a cold first request) moves the overhead at most 3x."""
+        self._overhead_ms.update(min(sample_ms, 3 * self._overhead_ms.value + 1.0))
 
     def _decided(
         self,
