@@ -301,7 +301,7 @@ def create_app(
                     "in_flight": engine.stats.in_flight, "recent_ms": engine.stats.ewma_ms,
                     "replicas": engine.replicas, "hop_ms": engine.stats.hop_ms,
                     # false while a remote variant is down, until a live replica re-times it
-                    "available": engine.available, "reprofiles": getattr(engine, "reprofiles", 0),
+                    "available": engine.available, "reprofiles": engine.reprofiles,
                     # what routing predicts from: p95 timed inside the serving replica
                     "serving_p95_ms": {str(b): ms for b, ms in routed_on[entry.name].items()},
                 }  # fmt: skip

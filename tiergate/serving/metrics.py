@@ -178,9 +178,8 @@ class Metrics:
                 "build_seconds": entry.build_s,
                 "cache_hit": 1.0 if entry.cache_hit else 0.0,
             }  # fmt: skip
-            profile_s = getattr(engine, "profile_s", None)
-            if profile_s is not None:
-                values["profile_seconds"] = profile_s
+            if engine.profile_s is not None:
+                values["profile_seconds"] = engine.profile_s
             for name, value in values.items():
                 self._static.append((self.variant[name], float(value), {"variant": entry.name}))
         for name, tier in gateway.tiers.items():
