@@ -28,7 +28,9 @@ from tiergate.serving.replica import ReplicaSpec
 
 def replica_spec(config: AppConfig, menu: Menu) -> ReplicaSpec:
     """What every serving replica is built from."""
-    return ReplicaSpec(serving=config.serving, tiers=config.tiers, preprocess=preprocess(config.data), menu=menu)
+    return ReplicaSpec(
+        serving=config.serving, tiers=config.tiers, preprocess=preprocess(config.data), menu=menu
+    )
 
 
 def preprocess(data: DataConfig) -> Preprocess:

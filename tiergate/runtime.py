@@ -16,6 +16,8 @@ from tiergate.serving.config import ServingConfig
 from tiergate.settings import prepare_ray_environment
 
 if TYPE_CHECKING:
+    from ray.serve.deployment import Deployment
+
     from tiergate.profiles.menu import Menu
 
 log = logging.getLogger(__name__)

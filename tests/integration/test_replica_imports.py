@@ -21,6 +21,8 @@ def test_the_replica_process_holds_no_training_modules(gateway):
     onnx, onnxscript, scikit-learn or matplotlib."""
     from ray import serve
 
-    modules = set(serve.get_deployment_handle("Ingress", app_name="tiergate-imports").modules.remote().result())
+    modules = set(
+        serve.get_deployment_handle("Ingress", app_name="tiergate-imports").modules.remote().result()
+    )
     assert "onnxruntime" in modules and "tiergate" in modules
     assert not modules & TRAINING_STACK, sorted(modules & TRAINING_STACK)

@@ -63,7 +63,9 @@ class IngressReplica:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(report_metrics(self.replica.metrics))]
         if watch is not None:
-            self._tasks.append(loop.create_task(watch_keys(self.replica.reload_keys, watch, auth.watch_interval_s)))
+            self._tasks.append(
+                loop.create_task(watch_keys(self.replica.reload_keys, watch, auth.watch_interval_s))
+            )
         PROCESS_DOOR.install(self.replica.limits, on_refusal=lambda: self.replica.record(Trace(), 503))
         freeze_startup_objects()
         log.info("tiergate replica ready with %d variants", len(self.replica.registry.loaded()))
@@ -84,7 +86,11 @@ class VariantReplica:
         metrics = Metrics(spec.tiers)
         # not timed here: the ingress asks every variant to retime() once all replicas are up
         self.engine = VariantEngine.load(
-            name, Path(self.entry.path), self.entry.sha256, engine_settings(spec.serving), on_batch=metrics.batch
+            name,
+            Path(self.entry.path),
+            self.entry.sha256,
+            engine_settings(spec.serving),
+            on_batch=metrics.batch,
         )
         self.engine.latency_p95_ms = {int(b): s.p95 for b, s in self.entry.latency_ms.items()}
         self._reporter = asyncio.get_running_loop().create_task(report_metrics(metrics))

@@ -61,9 +61,11 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry, self.tiers, self.decoder, self.settings = registry, dict(tiers), decoder, settings
-        self.default_tier = settings.default_tier if settings.default_tier in self.tiers else next(iter(tiers))
+        self.default_tier = (
+            settings.default_tier if settings.default_tier in self.tiers else next(iter(tiers))
+        )
         self.run_slots, self.clock = run_slots, clock
-        self.overhead = Ewma(0.1, clamp=3.0)  # time a request spends in the gateway outside the model
+        self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time a request spends outside the model
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
         self._catalog: tuple[int, list[VariantProfile]] = (-1, [])
 
@@ -88,13 +90,13 @@ class Gateway:
     def live(self) -> dict[str, LiveStats]:
         engines = self.registry.loaded()
         shared = self._shared_wait_ms(engines)
-        overhead_ms = self.overhead.value
+        overhead_ms = self._overhead_ms.value
         return {
             name: LiveStats(
                 in_flight=engine.stats.in_flight,
                 replicas=engine.replicas,
-                overhead_ms=overhead_ms + engine.stats.hop_ms.value,
-                slowdown=engine.stats.slowdown(),
+                overhead_ms=overhead_ms + engine.stats.hop_ms,
+                slowdown=engine.stats.slowdown,
                 shared_wait_ms=shared if engine.local else None,
             )
             for name, engine in engines.items()
@@ -223,7 +225,7 @@ class Gateway:
         if self.run_slots is not None:
             self.run_slots.saw_bound(decision.max_latency_ms)
         infer_started = time.perf_counter()
-        self.overhead.update((infer_started - started) * 1000)
+        self._observe_overhead((infer_started - started) * 1000)
         deadline = time.monotonic() + self.timeout_s(request) - (infer_started - started)
         failed: str | None = None
         try:
@@ -267,14 +269,27 @@ class Gateway:
         try:
             decision = self._decided(request, trace, exclude=frozenset({failed}))
         except Unsatisfiable:
-            raise Unavailable(f"variant {failed} failed ({error}) and no other variant meets the floor") from None
+            raise Unavailable(
+                f"variant {failed} failed ({error}) and no other variant meets the floor"
+            ) from None
         try:
-            return decision, await self._infer(decision.variant, x, deadline, f"variant {failed} failed, and ")
+            return decision, await self._infer(
+                decision.variant, x, deadline, f"variant {failed} failed, and "
+            )
         except (Overloaded, Unavailable):
             raise
         except Exception as retry_error:
             self._avoid_until[decision.variant] = self.clock() + self.settings.failure_cooldown_s
             raise Unavailable(f"variants {failed} and {decision.variant} failed: {retry_error}") from None
+
+    @property
+    def overhead_ms(self) -> float:
+        """Recent time a request spends in the gateway before its model call (decoding, routing)."""
+        return self._overhead_ms.value
+
+    def _observe_overhead(self, sample_ms: float) -> None:
+        """One outlier (a huge batch, a cold first request) moves the overhead at most 3x."""
+        self._overhead_ms.update(min(sample_ms, 3 * self._overhead_ms.value + 1.0))
 
     def timeout_s(self, request: schemas.RouteRequest) -> float:
         """The request's own ``timeout_ms`` when shorter than ``request_timeout_s``."""

@@ -117,7 +117,9 @@ class Metrics:
             for name, text in variant_gauges.items()
         }
         self.state = Gauge(
-            "tiergate_variant_state", "1 for the variant's state in the live menu", tag_keys=("variant", "state")
+            "tiergate_variant_state",
+            "1 for the variant's state in the live menu",
+            tag_keys=("variant", "state"),
         )
         self.tier_target = Gauge("tiergate_tier_slo_target", "SLO target of the tier", tag_keys=("tier",))
         self.tier_bound = Gauge(
@@ -167,7 +169,9 @@ class Metrics:
         self._described, static = registry.version, []
         for variant in registry:
             for state in VariantState:
-                static.append((self.state, float(variant.state == state), {"variant": variant.name, "state": state}))
+                static.append(
+                    (self.state, float(variant.state == state), {"variant": variant.name, "state": state})
+                )
             entry, engine = variant.entry, variant.engine
             if entry is None or engine is None:
                 continue

@@ -92,7 +92,11 @@ class Replica:
             spare_share=1.0 - serving.routing.latency_headroom, clock=clock,
         )  # fmt: skip
         opener = EngineOpener(
-            serving, menu.input_shape, slots, on_batch=sink.batch if sink else None, on_change=registry.changed
+            serving,
+            menu.input_shape,
+            slots,
+            on_batch=sink.batch if sink else None,
+            on_change=registry.changed,
         )
         for entry in menu.variants:
             try:

@@ -70,8 +70,8 @@ def _row(variant: Variant, routed_on: dict[int, float] | None) -> dict[str, Any]
     live = None
     if engine is not None:
         live = {
-            "in_flight": engine.stats.in_flight, "recent_ms": engine.stats.recent_ms.value,
-            "replicas": engine.replicas, "hop_ms": engine.stats.hop_ms.value,
+            "in_flight": engine.stats.in_flight, "recent_ms": engine.stats.ewma_ms,
+            "replicas": engine.replicas, "hop_ms": engine.stats.hop_ms,
             # false while a remote variant is down, until a live replica re-times it
             "available": engine.available, "reprofiles": engine.reprofiles,
             # what routing predicts from: p95 timed inside the serving replica

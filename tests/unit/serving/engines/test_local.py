@@ -1,4 +1,4 @@
-"""The variant engine with a real ONNX Runtime session: batching, isolation, bounds."""
+"""The in-process variant engine with a real ONNX Runtime session: batching, isolation, bounds."""
 
 from __future__ import annotations
 
@@ -10,29 +10,22 @@ import time
 import numpy as np
 import pytest
 
+from tests.support.chaos import inject_fault
+from tests.support.engines import engine_settings
 from tiergate.compression.cache import file_sha256
-from tiergate.compression.export import export_onnx
-from tiergate.serving.engine import (
+from tiergate.serving.engines import (
     CorruptArtifact,
-    EngineSettings,
+    DeadlineExceeded,
     QueueFull,
-    RemoteEngine,
     RunSlots,
     VariantEngine,
-    VariantFailed,
-    remote_reason,
 )
 
 
-@pytest.fixture(scope="module")
-def model_file(tiny_base, digits, tmp_path_factory):
-    path = tmp_path_factory.mktemp("engine") / "model.onnx"
-    export_onnx(tiny_base, digits.test.x[:4], path)
-    return path
-
-
-def _engine(path, **settings) -> VariantEngine:
-    return VariantEngine.load("tiny", path, file_sha256(path), EngineSettings(**settings))
+def _engine(path, run_slots: RunSlots | None = None, on_batch=None, **settings) -> VariantEngine:
+    return VariantEngine.load(
+        "tiny", path, file_sha256(path), engine_settings(**settings), run_slots=run_slots, on_batch=on_batch
+    )
 
 
 def test_concurrent_requests_are_batched_and_answers_stay_with_their_inputs(model_file, digits):
@@ -72,14 +65,12 @@ def test_corrupt_file_is_never_loaded(model_file, tmp_path):
     copy = tmp_path / "model.onnx"
     copy.write_bytes(model_file.read_bytes()[:-10])
     with pytest.raises(CorruptArtifact, match="manifest says"):
-        VariantEngine.load("tiny", copy, file_sha256(model_file), EngineSettings())
+        VariantEngine.load("tiny", copy, file_sha256(model_file), engine_settings())
 
 
 def test_request_the_queue_cannot_finish_by_its_deadline_is_refused_up_front(model_file, digits):
     """With 40 images queued at a profiled 50 ms per batch of 8, a request with 100 ms left
     gets QueueFull at once, while one with 10 s left is served."""
-    import time
-
     engine = _engine(model_file, max_batch_size=8, batch_wait_timeout_s=0.05)
     engine.latency_p95_ms = {1: 50.0, 8: 50.0}
 
@@ -99,12 +90,8 @@ def test_request_the_queue_cannot_finish_by_its_deadline_is_refused_up_front(mod
 def test_request_still_queued_at_its_deadline_is_dropped_not_run(model_file, digits):
     """A request waiting behind a slow run raises DeadlineExceeded at its deadline and is
     never run; the request ahead of it is still answered."""
-    import time
-
-    from tiergate.serving.engine import DeadlineExceeded
-
     engine = _engine(model_file, max_batch_size=1)
-    engine.fault_delay_s = 0.3
+    inject_fault(engine, 0.0, 0.3)  # every run takes 0.3 s longer
 
     async def main():
         ahead = asyncio.ensure_future(engine.infer(digits.test.x[:1]))
@@ -125,7 +112,8 @@ def test_request_still_queued_at_its_deadline_is_dropped_not_run(model_file, dig
 def test_engines_sharing_run_slots_never_run_at_once(model_file, digits):
     """Three engines given one shared run slot: their ORT runs never overlap, and every
     request is still answered."""
-    engines = [_engine(model_file, max_batch_size=1) for _ in range(3)]
+    slots = RunSlots(1)
+    engines = [_engine(model_file, slots, max_batch_size=1) for _ in range(3)]
     running, overlaps = [0], [0]
     for engine in engines:
         run = engine.run
@@ -142,9 +130,6 @@ def test_engines_sharing_run_slots_never_run_at_once(model_file, digits):
         engine.run = counted
 
     async def main():
-        slots = RunSlots(1)
-        for engine in engines:
-            engine.run_slots = slots
         calls = [engine.infer(digits.test.x[i : i + 1]) for i in range(4) for engine in engines]
         return await asyncio.gather(*calls)
 
@@ -163,7 +148,8 @@ def test_a_busy_variant_runs_batches_at_once_up_to_its_limit_within_the_run_slot
 ):
     """With six single-image requests queued, a variant runs min(max_runs, run slots)
     batches at once (one at a time without run slots), and answers every request."""
-    engine = _engine(model_file, max_batch_size=1, max_runs=max_runs)
+    run_slots = RunSlots(slots) if slots is not None else None
+    engine = _engine(model_file, run_slots, max_batch_size=1, max_runs=max_runs)
     lock, running, most = threading.Lock(), [0], [0]
     run = engine.run
 
@@ -181,8 +167,6 @@ def test_a_busy_variant_runs_batches_at_once_up_to_its_limit_within_the_run_slot
     engine.run = counted
 
     async def main():
-        if slots is not None:
-            engine.run_slots = RunSlots(slots)
         return await asyncio.gather(*(engine.infer(digits.test.x[i : i + 1]) for i in range(6)))
 
     results = asyncio.run(main())
@@ -211,12 +195,11 @@ def test_an_engine_left_with_an_unstarted_worker_by_an_ended_loop_serves_on_the_
 
 def test_a_failing_metrics_hook_leaves_no_request_unanswered(model_file, digits):
     """With on_batch raising after every run, three queued requests are all answered."""
-    engine = _engine(model_file, max_batch_size=1)
 
     def broken(name, size):
         raise ValueError("metrics backend down")
 
-    engine.on_batch = broken
+    engine = _engine(model_file, on_batch=broken, max_batch_size=1)
 
     async def main():
         return await asyncio.wait_for(
@@ -230,11 +213,10 @@ def test_a_failing_metrics_hook_leaves_no_request_unanswered(model_file, digits)
 def test_the_deadline_check_never_splits_one_batch_across_runs(model_file, digits):
     """With eight run slots and a profiled 50 ms run, a lone request with 20 ms left is
     refused up front (QueueFull), not accepted as if its run took 50 / 8 ms."""
-    engine = _engine(model_file, max_runs=8)
+    engine = _engine(model_file, RunSlots(8), max_runs=8)
     engine.latency_p95_ms = {1: 50.0}
 
     async def main():
-        engine.run_slots = RunSlots(8)
         await engine.infer(digits.test.x[:1], deadline=time.monotonic() + 0.02)
 
     with pytest.raises(QueueFull, match="deadline"):
@@ -268,7 +250,7 @@ def test_a_lone_short_run_stays_on_the_event_loop_thread(model_file, digits, bus
     """With inline_max_ms 5, a run expected to take at most 5 ms while its request is
     alone in the process runs on the event loop's thread; with another request inside, or
     a longer expected run, it goes to the ORT thread."""
-    engine = _engine(model_file)
+    engine = _engine(model_file, RunSlots(1, inline_max_ms=5.0, busy=lambda: busy))
     engine.latency_p95_ms = {1: expected_ms}  # what routing predicts the run takes
     seen = []
     run = engine.run
@@ -280,7 +262,6 @@ def test_a_lone_short_run_stays_on_the_event_loop_thread(model_file, digits, bus
     engine.run = recording
 
     async def main():
-        engine.run_slots = RunSlots(1, inline_max_ms=5.0, busy=lambda: busy)
         logits = await engine.infer(digits.test.x[:1])
         return threading.get_ident(), logits
 
@@ -288,72 +269,3 @@ def test_a_lone_short_run_stays_on_the_event_loop_thread(model_file, digits, bus
     assert (seen == [loop_thread]) is inline and engine.run_slots.inline_runs == int(inline)
     np.testing.assert_allclose(logits, run(digits.test.x[:1]), rtol=1e-4, atol=1e-4)
     engine.close()
-
-
-def test_inline_runs_fit_the_spare_share_of_the_tightest_recent_bound():
-    """A run is inline only when it fits both inline_max_ms and spare_share of the tightest
-    latency bound seen within memory_s; once that bound is older, the next one sets it."""
-    slots = RunSlots(1, inline_max_ms=25.0, busy=lambda: 1, spare_share=0.5, memory_s=0.2)
-    assert slots.inline(20.0) and not slots.inline(26.0)  # no bound seen yet: the cap alone
-    slots.saw_bound(5.0)  # a fast request
-    slots.saw_bound(60.0)  # an accurate one does not loosen it
-    assert slots.tightest_bound_ms() == 5.0
-    assert slots.inline(2.0) and not slots.inline(16.0)
-    time.sleep(0.3)
-    slots.saw_bound(60.0)  # only accurate traffic since
-    assert slots.tightest_bound_ms() == 60.0 and slots.inline(16.0)
-    slots.saw_bound(None)  # a request with no bound keeps the tighter one
-    assert slots.tightest_bound_ms() == 60.0
-
-
-class _FailingHandle:
-    """A deployment handle whose ``infer`` call fails as Ray delivers a replica's exception:
-    a RayTaskError that is also an instance of the cause's type, its text the traceback."""
-
-    def __init__(self, cause: Exception) -> None:
-        from ray.exceptions import RayTaskError
-
-        self.error = RayTaskError("infer", "Traceback (most recent call last):\n  ...", cause,
-                                  pid=4242, ip="10.0.0.1").as_instanceof_cause()  # fmt: skip
-        self.infer = self
-
-    def remote(self, *args):
-        error = self.error
-
-        class Response:
-            def __await__(self):
-                raise error
-                yield
-
-            def cancel(self) -> None:
-                pass
-
-        return Response()
-
-
-@pytest.mark.parametrize("cause", [QueueFull("v: queue needs 523 ms"), ValueError("bad input shape")])
-def test_a_remote_variants_error_reaches_the_gateway_as_its_cause_without_rays_traceback(cause):
-    """A replica's QueueFull arrives as a QueueFull with the replica's own message; any other
-    failure as VariantFailed naming the cause's type and first line; neither carries Ray's
-    traceback, pid or address."""
-    engine = RemoteEngine("v", _FailingHandle(cause), {1: 1.0}, replicas=1, max_queued=8)
-
-    async def call():
-        await engine.infer(np.zeros((1, 1, 8, 8), np.float32))
-
-    expected = QueueFull if isinstance(cause, QueueFull) else VariantFailed
-    with pytest.raises(expected) as raised:
-        asyncio.run(call())
-    text = str(raised.value)
-    assert str(cause) in text and "Traceback" not in text and "4242" not in text and "10.0.0.1" not in text
-    assert remote_reason(_FailingHandle(cause).error) == f"{type(cause).__name__}: {cause}"
-
-
-def test_remote_reason_drops_rays_coloured_actor_header():
-    """A dead actor's error text starts with Ray's coloured "ray::... (pid=..., ip=...)"
-    header; the reason is the first line after it."""
-    error = RuntimeError(
-        "\x1b[36mray::ServeReplica:app:variant-int8\x1b[39m (pid=4242, ip=10.0.0.1, actor_id=ab12)\n"
-        "The actor died unexpectedly before finishing this task.\n\tclass_name: ServeReplica"
-    )
-    assert remote_reason(error) == "RuntimeError: The actor died unexpectedly before finishing this task."

@@ -1,0 +1,63 @@
+"""An in-process engine's queue: how waiting requests form a batch, and the one estimate
+of how long queued work takes to run.
+
+    batches_ms(images=40, max_batch_size=8, at_once=2, run_ms=lambda b: 50.0)  # 150.0
+    batch = take_batch(pending, max_batch_size=32, run_s=0.004, name="int8")
+
+``VariantEngine.expected_wait_ms`` (its deadline check) and ``queued_work_ms`` (the shared
+wait the gateway predicts for every in-process variant) both count their queue with
+``batches_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tiergate.serving.engines.errors import DeadlineExceeded
+
+
+def batches_ms(images: int, max_batch_size: int, at_once: int, run_ms: Callable[[int], float]) -> float:
+    """Run time for ``images`` in full batches of ``max_batch_size`` (the last as long as a
+    full one: a batch is never split across runs), ``at_once`` batches running together,
+    each taking ``run_ms(batch size)``. 0 for no images."""
+    if not images:
+        return 0.0
+    rounds = math.ceil(math.ceil(images / max_batch_size) / at_once)
+    return rounds * run_ms(min(images, max_batch_size))
+
+
+@dataclass
+class Pending:
+    """A request waiting in an engine's queue."""
+
+    x: np.ndarray
+    future: asyncio.Future
+    deadline: float | None = None  # time.monotonic()
+
+
+def take_batch(pending: list[Pending], max_batch_size: int, run_s: float, name: str) -> list[Pending]:
+    """Take from ``pending`` the oldest requests whose images fit in one batch. A request
+    that was cancelled (its client left) is skipped, and one that could no longer finish by
+    its deadline (a run takes ``run_s``) is answered ``DeadlineExceeded`` now instead of
+    taking a run whose answer would come too late (under overload, running those would
+    leave no run for anyone else)."""
+    taken, images = [], 0
+    now = time.monotonic()
+    while pending and (not taken or images + len(pending[0].x) <= max_batch_size):
+        request = pending.pop(0)
+        if request.future.done():
+            continue
+        if request.deadline is not None and request.deadline - now < run_s:
+            request.future.set_exception(
+                DeadlineExceeded(f"{name}: it could no longer be answered by its deadline")
+            )
+            continue
+        taken.append(request)
+        images += len(request.x)
+    return taken
