@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,63 +11,55 @@ import pytest
 
 from tests.support.chaos import inject_fault
 from tests.support.engines import engine_settings
-from tiergate.build import build_menu
 from tiergate.compression.cache import file_sha256
 from tiergate.compression.export import export_onnx
 from tiergate.compression.models import ResNet
-from tiergate.config import load_config
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.engines import RunSlots, VariantEngine
-from tiergate.serving.gateway import Gateway, GatewayError
+from tiergate.serving.errors import InvalidRequest, NotFound, ServingError, Unsatisfiable
+from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder
-from tiergate.serving.metrics import Trace
+from tiergate.serving.registry import MenuInfo, MenuRegistry
+from tiergate.serving.trace import Trace
 from tiergate.serving.schemas import PredictRequest, RouteRequest
 
-CONFIG = """
-version: 1
-model:
-  name: gw
-  blocks: [1, 1, 1, 1]
-  width: 16
-  train: {epochs: 10, lr: 0.1, schedule: onecycle, batch_size: 64}
-data: {source: digits, calibration_size: 128, validation_size: 200}
-compress:
-  cache_dir: CACHE
-  train_base_if_missing: true
-  finetune_samples: 1000
-  recipes:
-    int8: {method: int8, calibration_samples: 64}
-    distilled: {method: distill, width: 4, fit: {epochs: 3, lr: 0.1, schedule: onecycle, batch_size: 64}}
-  variants: [fp32, int8, distilled]
-profile: {batch_sizes: [1, 8], budget_s: 0.05, min_runs: 10, warmup_runs: 2}
-"""
+ROUTING = RoutingSettings(
+    default_tier="accurate", latency_headroom=1.0, failure_cooldown_s=5.0, request_timeout_s=2.0
+)
 
 
 @pytest.fixture(scope="module")
-def menu(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gateway")
-    (folder / "config.yaml").write_text(CONFIG.replace("CACHE", str(folder / "cache")))
-    return build_menu(load_config(folder / "config.yaml"))
+def menu(tiny_menu):
+    return tiny_menu
 
 
-def _gateway(menu, broken: str | None = None, run_slots: RunSlots | None = None) -> Gateway:
+def _gateway(
+    menu, broken: str | None = None, run_slots: RunSlots | None = None, routing: RoutingSettings = ROUTING
+) -> Gateway:
+    """A gateway over a live menu of real ORT engines; ``broken``: that variant's engine
+    is a real session that cannot take these inputs, so every run raises in ORT."""
     settings = engine_settings(batch_wait_timeout_s=0.001)
-    engines = {
-        e.name: VariantEngine.load(e.name, Path(e.path), e.sha256, settings, run_slots=run_slots)
-        for e in menu.variants
-    }
-    if broken is not None:  # a real session that cannot take these inputs: every run raises in ORT
-        path = Path(menu.variants[0].path).parent / "broken.onnx"
-        export_onnx(ResNet((1,), 4, in_channels=3).eval(), np.zeros((1, 3, 8, 8), np.float32), path)
-        session = VariantEngine.load("broken", path, file_sha256(path), engine_settings()).session
-        engines[broken] = VariantEngine(broken, session, engine_settings(), run_slots=run_slots)
+    registry = MenuRegistry(MenuInfo.of(menu), reference=menu.variants[0].name)
+    for e in menu.variants:
+        engine = VariantEngine.load(
+            e.name, Path(e.path), e.sha256, settings, run_slots=run_slots, on_change=registry.changed
+        )
+        if e.name == broken:
+            path = Path(menu.variants[0].path).parent / "broken.onnx"
+            export_onnx(ResNet((1,), 4, in_channels=3).eval(), np.zeros((1, 3, 8, 8), np.float32), path)
+            session = VariantEngine.load("broken", path, file_sha256(path), engine_settings()).session
+            engine = VariantEngine(broken, session, engine_settings(), run_slots=run_slots)
+        registry.add(e, engine)
     by_speed = sorted(menu.variants, key=lambda e: e.p95_ms())
     tiers = {
         "fast": Tier(max_latency_ms=by_speed[0].p95_ms() * 1.01),
         "accurate": Tier(max_latency_ms=1000.0, max_accuracy_drop=0.0),
     }
-    decoder = InputDecoder(tuple(menu.input_shape))
-    return Gateway(menu, tiers, engines, decoder, default_tier="accurate", run_slots=run_slots)
+    return Gateway(registry, tiers, InputDecoder(tuple(menu.input_shape)), routing, run_slots)
+
+
+def _engine(gateway: Gateway, name: str):
+    return gateway.registry.get(name).engine
 
 
 def test_tiers_route_to_the_fastest_and_the_most_accurate(menu):
@@ -75,7 +68,7 @@ def test_tiers_route_to_the_fastest_and_the_most_accurate(menu):
     fastest = min(menu.variants, key=lambda e: e.p95_ms()).name
     assert gateway.route(RouteRequest(tier="fast")).variant == fastest
     accurate = gateway.route(RouteRequest(tier="accurate"))
-    assert gateway.entries[accurate.variant].quality >= menu.variants[0].quality
+    assert gateway.registry.get(accurate.variant).quality >= menu.variants[0].quality
 
 
 def test_predictions_match_a_direct_ort_run(menu, digits):
@@ -83,7 +76,7 @@ def test_predictions_match_a_direct_ort_run(menu, digits):
     gateway = _gateway(menu)
     x = digits.test.x[:5]
     response = asyncio.run(gateway.predict(PredictRequest(inputs=x.tolist(), variant="int8", top_k=3), "r1"))
-    logits = gateway.engines["int8"].run(x)
+    logits = _engine(gateway, "int8").run(x)
     assert response.variant == "int8" and response.reason == "pinned" and response.request_id == "r1"
     assert [p.index for p in response.predictions] == logits.argmax(1).tolist()
     assert all(len(p.top_k) == 3 and p.top_k[0].score >= p.top_k[1].score for p in response.predictions)
@@ -91,21 +84,21 @@ def test_predictions_match_a_direct_ort_run(menu, digits):
 
 
 @pytest.mark.parametrize(
-    ("request_fields", "status", "message"),
+    ("request_fields", "error", "message"),
     [
-        ({"tier": "turbo"}, 422, "unknown tier 'turbo'"),
-        ({"variant": "sparse"}, 404, "unknown variant 'sparse'"),
-        ({"slo": {"min_accuracy": 1.0}}, 422, "no variant meets min_accuracy"),
-        ({"slo": {"max_latency_ms": 1e-6}, "strict": True}, 422, "strict"),
+        ({"tier": "turbo"}, InvalidRequest, "unknown tier 'turbo'"),
+        ({"variant": "sparse"}, NotFound, "unknown variant 'sparse'"),
+        ({"slo": {"min_accuracy": 1.0}}, Unsatisfiable, "no variant meets min_accuracy"),
+        ({"slo": {"max_latency_ms": 1e-6}, "strict": True}, Unsatisfiable, "strict"),
     ],
 )
-def test_refusals_name_the_problem(menu, digits, request_fields, status, message):
+def test_refusals_name_the_problem(menu, digits, request_fields, error, message):
     """Unknown tier or variant, an unmeetable floor, and a strict impossible SLO are refused."""
     gateway = _gateway(menu)
     request = PredictRequest(inputs=digits.test.x[:1].tolist(), **request_fields)
-    with pytest.raises(GatewayError) as error:
+    with pytest.raises(error) as raised:
         asyncio.run(gateway.predict(request, "r"))
-    assert error.value.status == status and message in str(error.value)
+    assert message in str(raised.value)
 
 
 def test_impossible_slo_without_strict_is_served_and_flagged(menu, digits):
@@ -134,18 +127,17 @@ def test_failed_variant_sits_out_a_cool_down_but_pins_still_reach_it(menu, digit
     gateway = _gateway(menu)
     best = gateway.route(RouteRequest()).variant
     request = PredictRequest(inputs=digits.test.x[:1].tolist())
-    inject_fault(gateway.engines[best], 1.0)
+    inject_fault(_engine(gateway, best), 1.0)
     assert asyncio.run(gateway.predict(request, "r1")).retried_from == best
-    inject_fault(gateway.engines[best], 0.0)
+    inject_fault(_engine(gateway, best), 0.0)
     after = asyncio.run(gateway.predict(request, "r2"))
     assert after.variant != best and after.retried_from is None
     pinned = PredictRequest(inputs=digits.test.x[:1].tolist(), variant=best)
     assert asyncio.run(gateway.predict(pinned, "r3")).variant == best
-    no_cooldown = _gateway(menu)
-    no_cooldown.failure_cooldown_s = 0.0
-    inject_fault(no_cooldown.engines[best], 1.0)
+    no_cooldown = _gateway(menu, routing=replace(ROUTING, failure_cooldown_s=0.0))
+    inject_fault(_engine(no_cooldown, best), 1.0)
     assert asyncio.run(no_cooldown.predict(request, "r4")).retried_from == best
-    inject_fault(no_cooldown.engines[best], 0.0)
+    inject_fault(_engine(no_cooldown, best), 0.0)
     assert asyncio.run(no_cooldown.predict(request, "r5")).variant == best
 
 
@@ -158,7 +150,7 @@ def test_trace_records_the_decision_and_never_a_clients_tier_string(menu, digits
     assert (trace.tier, trace.variant, trace.reason) == ("accurate", response.variant, response.reason)
     assert trace.latency_ms == response.latency_ms and trace.slo_met == response.slo_met
     refused = Trace()
-    with pytest.raises(GatewayError):
+    with pytest.raises(ServingError):
         asyncio.run(
             gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="x" * 50), "r", refused)
         )
@@ -177,9 +169,8 @@ def test_engine_profile_times_every_batch_size_in_process(menu):
 def test_headroom_shrinks_the_routing_budget_not_the_slo(menu, digits):
     """With latency_headroom 0.5, a tier whose bound only the fastest variant fits at full
     budget gets a fallback decision, while the decision still reports the tier's own bound."""
-    gateway = _gateway(menu)
-    assert gateway.route(RouteRequest(tier="fast")).reason == "best"
-    gateway.latency_headroom = 0.5
+    assert _gateway(menu).route(RouteRequest(tier="fast")).reason == "best"
+    gateway = _gateway(menu, routing=replace(ROUTING, latency_headroom=0.5))
     decision = gateway.route(RouteRequest(tier="fast"))
     assert decision.reason == "fallback" and decision.max_latency_ms == gateway.tiers["fast"].max_latency_ms
 
@@ -191,8 +182,8 @@ def test_gateway_tells_the_run_slots_each_requests_latency_bound(menu, digits):
     x = digits.test.x[:1]
 
     async def serve():
-        await gateway.run(x, RouteRequest(tier="fast"), "r1")
-        await gateway.run(x, RouteRequest(tier="accurate"), "r2")
+        await gateway.run(x, RouteRequest(tier="fast"))
+        await gateway.run(x, RouteRequest(tier="accurate"))
 
     asyncio.run(serve())
     assert gateway.run_slots.tightest_bound_ms() == gateway.tiers["fast"].max_latency_ms
@@ -206,7 +197,7 @@ def test_variants_sharing_run_slots_are_given_one_shared_wait(menu, digits):
     slots = RunSlots(2)
     gateway = _gateway(menu, run_slots=slots)
     entry = menu.variants[0]
-    slow = gateway.engines[entry.name]
+    slow = _engine(gateway, entry.name)
     slow.latency_p95_ms = {1: entry.p95_ms()}
     inject_fault(slow, 0.0, 0.2)  # every run takes 200 ms longer, and its profile says so
     x = digits.test.x[:1]
