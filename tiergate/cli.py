@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_cmd = commands.add_parser("serve", help="build the menu, then serve it over HTTP on Ray Serve")
     _add_source_options(serve_cmd)
-    serve_cmd.add_argument("--host", help="default: serving.host (127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, help="default: serving.port (8000)")
+    serve_cmd.add_argument("--host", help="default: serving.http.host (127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="default: serving.http.port (8000)")
     serve_cmd.set_defaults(run=_serve)
 
     train = commands.add_parser("train-base", help="train the built-in ResNet base on the data")
@@ -74,7 +74,7 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", help="comma-separated, e.g. fp32,int8,pruned+int8")
     parser.add_argument("--cache-dir", type=Path, help="where artifacts and the manifest go")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override any config field (YAML value), e.g. serving.topology=per_variant; "
+                        help="override any config field (YAML value), e.g. serving.ray.topology=per_variant; "
                         "repeatable")  # fmt: skip
 
 
@@ -135,14 +135,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = _overrides(args)
     if args.host:
-        overrides["serving.host"] = args.host
+        overrides["serving.http.host"] = args.host
     if args.port:
-        overrides["serving.port"] = args.port
+        overrides["serving.http.port"] = args.port
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
     from tiergate.serving import runtime
 
-    print(f"starting Ray Serve ({config.serving.topology} topology, {config.serving.ingress} ingress); "
+    ray = config.serving.ray
+    print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress); "
           "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
     try:
         url = runtime.start(config, menu=menu)

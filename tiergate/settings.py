@@ -30,7 +30,7 @@ def prepare_ray_environment(ingress: str, ingress_metrics: bool = False) -> None
     os.environ.setdefault("RAY_EXPORT_COUNTER_AS_GAUGE", "0")  # counters once, as *_total
     # Ray runs replica code on a second event loop in its own thread by default, shielding
     # Ray's loop from user code that blocks; tiergate's blocks at most for one short model
-    # run (serving.inline_run_max_ms; longer runs and image decoding are in worker
+    # run (serving.batching.inline_run_max_ms; longer runs and image decoding are in worker
     # threads), and the hop between the loops costs each request
     # CPU: measured, refusals 1.7x and answers ~1.15x cheaper on the replica's own loop
     os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")

@@ -22,7 +22,7 @@ def test_requests_in_flight_finish_when_the_application_is_deleted(digits_config
     from tiergate.serving import runtime
 
     # a deadline well past the held runs, so that none is refused for its deadline
-    url = runtime.deploy(digits_config(request_timeout_s=10), name=APP, route_prefix=PREFIX)
+    url = runtime.deploy(digits_config(admission={"request_timeout_s": 10}), name=APP, route_prefix=PREFIX)
     ingress = serve.get_deployment_handle("Ingress", app_name=APP)
     ingress.set_fault.remote("fp32", 0.0, 1.5).result()
     body = {"inputs": digits.test.x[:1].tolist(), "variant": "fp32"}

@@ -1,4 +1,4 @@
-"""The Ray Serve application, in one of two topologies (``serving.topology``):
+"""The Ray Serve application, in one of two topologies (``serving.ray.topology``):
 
 - ``colocated`` (default): one ingress deployment that routes and runs every variant in
   its own process, so a request crosses no actor hop after the ingress;
@@ -68,12 +68,12 @@ http_app = create_app(
 
 def engine_settings(serving: ServingConfig) -> EngineSettings:
     return EngineSettings(
-        threads=serving.threads_per_variant,
-        max_batch_size=serving.max_batch_size,
-        batch_wait_timeout_s=serving.batch_wait_timeout_s,
-        max_queued=serving.max_queued_per_variant,
-        run_niceness=serving.run_niceness,
-        max_runs=serving.max_runs_per_variant or concurrent_runs(serving),
+        threads=serving.batching.threads_per_variant,
+        max_batch_size=serving.batching.max_batch_size,
+        batch_wait_timeout_s=serving.batching.batch_wait_timeout_s,
+        max_queued=serving.admission.max_queued_per_variant,
+        run_niceness=serving.batching.run_niceness,
+        max_runs=serving.batching.max_runs_per_variant or concurrent_runs(serving),
     )
 
 
@@ -88,14 +88,14 @@ def _retimed(engine: VariantEngine, menu: Menu, serving: ServingConfig, force: b
     the menu's profile at the other batch sizes by the same factor: a second per variant
     instead of timing batch 32 of every variant again. Only with ``profile_in_replica``,
     unless ``force``d (an admin's re-profile)."""
-    if (serving.profile_in_replica or force) and menu.input_shape is not None:
+    if (serving.routing.profile_in_replica or force) and menu.input_shape is not None:
         started = time.perf_counter()
         passes = []
         with _one_profiler_per_node():
             # two passes, the faster kept: a neighbour busy during one (Ray's own start-up work)
             # once made int8 time 1.85x its usual p95 (1 start in ~30), and routing shunned it
             for _ in range(2):
-                engine.profile(menu.input_shape, (1,), serving.replica_profile_budget_s)
+                engine.profile(menu.input_shape, (1,), serving.routing.replica_profile_budget_s)
                 passes.append(engine.latency_p95_ms[1])
         profiled = next(e for e in menu.variants if e.name == engine.name).latency_ms
         factor = min(passes) / profiled["1"].p95
@@ -133,23 +133,24 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
                 log.error("variant %s left out of the menu: %s", entry.name, error)
     # Door.admission: the requests a run on the event loop may hold up, read or not yet
     slots = RunSlots(
-        concurrent_runs(serving), serving.inline_run_max_ms, lambda: Door.admission.contenders(),
-        spare_share=1.0 - serving.latency_headroom,
+        concurrent_runs(serving), serving.batching.inline_run_max_ms, lambda: Door.admission.contenders(),
+        spare_share=1.0 - serving.routing.latency_headroom,
     )  # fmt: skip
     if menu.variants[0].name not in engines:
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
-    limits = InputLimits(serving.max_batch_images, serving.max_body_bytes, serving.max_image_pixels)
+    limits, routing = serving.limits, serving.routing
+    limits = InputLimits(limits.max_batch_images, limits.max_body_bytes, limits.max_image_pixels)
     decoder = InputDecoder(menu.input_shape, limits, _preprocess(config.data))
     return Gateway(
-        menu, config.tiers, engines, decoder, serving.default_tier, serving.failure_cooldown_s,
-        serving.latency_headroom, serving.request_timeout_s, slots,
+        menu, config.tiers, engines, decoder, routing.default_tier, routing.failure_cooldown_s,
+        routing.latency_headroom, serving.admission.request_timeout_s, slots,
     )  # fmt: skip
 
 
 def concurrent_runs(serving: ServingConfig) -> int:
-    """serving.max_concurrent_runs, else the cores this process may use."""
-    if serving.max_concurrent_runs is not None:
-        return serving.max_concurrent_runs
+    """serving.batching.max_concurrent_runs, else the cores this process may use."""
+    if serving.batching.max_concurrent_runs is not None:
+        return serving.batching.max_concurrent_runs
     return max(1, len(os.sched_getaffinity(0)))
 
 
@@ -201,8 +202,9 @@ class Ingress:
         app_config = AppConfig.model_validate(config)
         serving = app_config.serving
         _Replica.limits = Limits(
-            serving.max_body_bytes, serving.max_in_flight, max_loop_lag_s=serving.max_loop_lag_ms / 1000
-        )
+            serving.limits.max_body_bytes, serving.admission.max_in_flight,
+            max_loop_lag_s=serving.admission.max_loop_lag_ms / 1000,
+        )  # fmt: skip
         auth, key_watch = serving.auth, None
         if auth.enabled:
             if auth.keys_file is not None and auth.watch_interval_s > 0:
@@ -276,13 +278,14 @@ async def _remote_engines(handles: dict[str, Any], serving: ServingConfig) -> di
     engines = {}
     for name, latency in started.items():
         handle = handles[name]
-        if serving.profile_in_replica:
+        if serving.routing.profile_in_replica:
             latency = await handle.retime.remote()
-        spec = serving.variant_deployments.get(name)
+        spec = serving.ray.variant_deployments.get(name)
         replicas = spec.replicas if spec is not None else 1
         engines[name] = RemoteEngine(
-            name, handle, latency, replicas, serving.max_queued_per_variant, serving.variant_timeout_s
-        )
+            name, handle, latency, replicas, serving.admission.max_queued_per_variant,
+            serving.routing.variant_timeout_s,
+        )  # fmt: skip
     return engines
 
 
@@ -348,31 +351,31 @@ def build_application(config: AppConfig, menu: Menu | None = None) -> Applicatio
     payload = config.model_dump(mode="json")
     menu = (menu if menu is not None else build_menu(config)).model_dump(mode="json")
     variants = None
-    if serving.topology == "per_variant":
+    if serving.ray.topology == "per_variant":
         variants = {
             entry["name"]: _variant_deployment(payload, menu, entry["name"], serving)
             for entry in menu["variants"]
         }
     return Ingress.options(
-        num_replicas=serving.replicas,
-        max_ongoing_requests=serving.max_ongoing_requests,
-        max_queued_requests=serving.max_queued_requests,
-        graceful_shutdown_timeout_s=serving.shutdown_timeout_s,
+        num_replicas=serving.ray.replicas,
+        max_ongoing_requests=serving.ray.max_ongoing_requests,
+        max_queued_requests=serving.ray.max_queued_requests,
+        graceful_shutdown_timeout_s=serving.ray.shutdown_timeout_s,
         ray_actor_options={"num_cpus": 0},  # ORT threads are set per variant; do not reserve cores
-        logging_config={"enable_access_log": serving.access_log},
+        logging_config={"enable_access_log": serving.http.access_log},
     ).bind(payload, menu, variants)
 
 
 def _variant_deployment(
     payload: dict[str, Any], menu: dict[str, Any], name: str, serving: ServingConfig
 ) -> Application:
-    spec = serving.variant_deployments.get(name)
+    spec = serving.ray.variant_deployments.get(name)
     options: dict[str, Any] = {
         "name": f"variant-{name.replace('+', '-')}",
-        "max_ongoing_requests": serving.max_ongoing_requests,
-        "max_queued_requests": serving.max_queued_requests,
-        "graceful_shutdown_timeout_s": serving.shutdown_timeout_s,
-        "logging_config": {"enable_access_log": serving.access_log},
+        "max_ongoing_requests": serving.ray.max_ongoing_requests,
+        "max_queued_requests": serving.ray.max_queued_requests,
+        "graceful_shutdown_timeout_s": serving.ray.shutdown_timeout_s,
+        "logging_config": {"enable_access_log": serving.http.access_log},
         "ray_actor_options": {
             "num_cpus": spec.num_cpus if spec else 0,
             "num_gpus": spec.num_gpus if spec else 0,

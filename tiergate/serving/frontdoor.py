@@ -92,10 +92,13 @@ class Admission:
         if lag_s >= limits.max_loop_lag_s:
             return (
                 f"the replica runs {1000 * lag_s:.0f} ms behind "
-                f"(serving.max_loop_lag_ms {1000 * limits.max_loop_lag_s:g})"
+                f"(serving.admission.max_loop_lag_ms {1000 * limits.max_loop_lag_s:g})"
             )
         if self.in_flight >= limits.max_in_flight:
-            return f"{self.in_flight} requests in flight (serving.max_in_flight {limits.max_in_flight})"
+            return (
+                f"{self.in_flight} requests in flight "
+                f"(serving.admission.max_in_flight {limits.max_in_flight})"
+            )
         self.in_flight += 1
         return None
 

@@ -35,16 +35,16 @@ def start(config: AppConfig, num_cpus: int | None = None, menu: Menu | None = No
 
 
 def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
-    """Ray and Serve's HTTP ingress on ``serving.host:port``, nothing deployed yet."""
-    prepare_ray_environment(serving.ingress, serving.ingress_metrics)  # before Ray starts any process
+    """Ray and Serve's HTTP ingress on ``serving.http.host:port``, nothing deployed yet."""
+    prepare_ray_environment(serving.ray.ingress, serving.ray.ingress_metrics)  # before Ray starts any process
     import ray
     from ray import serve
 
     ray.init(
         address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-        _metrics_export_port=serving.metrics_port,
+        _metrics_export_port=serving.http.metrics_port,
     )  # fmt: skip
-    serve.start(http_options={"host": serving.host, "port": serving.port})
+    serve.start(http_options={"host": serving.http.host, "port": serving.http.port})
 
 
 def deploy(config: AppConfig, name: str = APP_NAME, route_prefix: str = "/", menu: Menu | None = None) -> str:
@@ -54,13 +54,13 @@ def deploy(config: AppConfig, name: str = APP_NAME, route_prefix: str = "/", men
     from tiergate.serving.app import build_application
 
     serve.run(build_application(config, menu), name=name, route_prefix=route_prefix)
-    serving = config.serving
-    return f"http://{serving.host}:{serving.port}{route_prefix.rstrip('/')}"
+    http = config.serving.http
+    return f"http://{http.host}:{http.port}{route_prefix.rstrip('/')}"
 
 
 def metrics_url(serving: ServingConfig) -> str:
     """Where Prometheus scrapes this node: tiergate_* and Ray Serve's own ray_serve_* series."""
-    return f"http://127.0.0.1:{serving.metrics_port}/metrics"
+    return f"http://127.0.0.1:{serving.http.metrics_port}/metrics"
 
 
 def stop() -> None:

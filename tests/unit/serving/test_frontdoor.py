@@ -15,7 +15,7 @@ from tiergate.serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Lim
 
 def test_past_max_in_flight_a_request_is_refused_naming_the_setting():
     """With max_in_flight 2, the third concurrent request is refused and the reason names
-    serving.max_in_flight; once one leaves, the next is admitted."""
+    serving.admission.max_in_flight; once one leaves, the next is admitted."""
     admission, limits = Admission(), Limits(max_in_flight=2)
 
     async def main():
@@ -25,12 +25,12 @@ def test_past_max_in_flight_a_request_is_refused_naming_the_setting():
 
     first, second, third, after = asyncio.run(main())
     assert first is None and second is None and after is None
-    assert "serving.max_in_flight 2" in third
+    assert "serving.admission.max_in_flight 2" in third
 
 
 def test_a_blocked_loop_shows_as_lag_and_gets_requests_refused():
     """After the event loop was blocked for 150 ms, LoopLag reports at least 100 ms and
-    Admission refuses with a reason naming serving.max_loop_lag_ms."""
+    Admission refuses with a reason naming serving.admission.max_loop_lag_ms."""
     admission = Admission()
 
     async def main():
@@ -42,7 +42,7 @@ def test_a_blocked_loop_shows_as_lag_and_gets_requests_refused():
 
     lag_s, reason = asyncio.run(main())
     assert lag_s >= 0.1
-    assert reason is not None and "serving.max_loop_lag_ms 50" in reason
+    assert reason is not None and "serving.admission.max_loop_lag_ms 50" in reason
 
 
 def test_an_idle_loop_shows_little_lag():
