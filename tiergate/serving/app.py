@@ -45,7 +45,7 @@ from tiergate.serving.engine import (
 from tiergate.serving.frontdoor import Door, Limits
 from tiergate.serving.gateway import Gateway, GatewayError
 from tiergate.serving.http import create_app
-from tiergate.serving.inputs import InputDecoder, InputLimits, Preprocess
+from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.logs import route_into_serve_log
 from tiergate.serving.metrics import Metrics, Trace
 
@@ -56,7 +56,7 @@ class _Replica:
     """Per-process state the module-level FastAPI routes read (one replica per process)."""
 
     gateway: Gateway | None = None
-    limits: Limits = Limits()
+    limits: Limits = Limits.from_config(ServingConfig())
     keys: KeyRing | None = None  # None: API keys off
     admin: Admin | None = None
 
@@ -138,13 +138,8 @@ def load_gateway(config: AppConfig, menu: Menu, engines: dict | None = None) -> 
     )  # fmt: skip
     if menu.variants[0].name not in engines:
         raise RuntimeError("fp32 could not be loaded; refusing to serve without the reference variant")
-    limits, routing = serving.limits, serving.routing
-    limits = InputLimits(limits.max_batch_images, limits.max_body_bytes, limits.max_image_pixels)
-    decoder = InputDecoder(menu.input_shape, limits, _preprocess(config.data))
-    return Gateway(
-        menu, config.tiers, engines, decoder, routing.default_tier, routing.failure_cooldown_s,
-        routing.latency_headroom, serving.admission.request_timeout_s, slots,
-    )  # fmt: skip
+    decoder = InputDecoder(menu.input_shape, serving.limits, _preprocess(config.data))
+    return Gateway(menu, config.tiers, engines, decoder, serving.routing, serving.admission, slots)
 
 
 def concurrent_runs(serving: ServingConfig) -> int:
@@ -201,10 +196,7 @@ class Ingress:
         route_into_serve_log()
         app_config = AppConfig.model_validate(config)
         serving = app_config.serving
-        _Replica.limits = Limits(
-            serving.limits.max_body_bytes, serving.admission.max_in_flight,
-            max_loop_lag_s=serving.admission.max_loop_lag_ms / 1000,
-        )  # fmt: skip
+        _Replica.limits = Limits.from_config(serving)
         auth, key_watch = serving.auth, None
         if auth.enabled:
             if auth.keys_file is not None and auth.watch_interval_s > 0:

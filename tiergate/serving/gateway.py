@@ -1,7 +1,7 @@
 """The gateway's core, free of Ray and HTTP: route a request with the policy, run it on
 the chosen variant's engine, retry once on the next-best variant if that fails.
 
-    gateway = Gateway(menu, tiers, engines, decoder)
+    gateway = Gateway(menu, tiers, engines, decoder, serving.routing, serving.admission)
     response = await gateway.predict(PredictRequest(inputs=..., tier="fast"), request_id)
 """
 
@@ -19,6 +19,7 @@ from tiergate.profiles.menu import Menu
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
+from tiergate.serving.config import AdmissionConfig, RoutingConfig
 from tiergate.serving.engine import DeadlineExceeded, QueueFull, RunSlots, VariantEngine
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.metrics import Metrics, Trace
@@ -51,23 +52,22 @@ class Gateway:
         tiers: Mapping[str, Tier],
         engines: Mapping[str, VariantEngine],
         decoder: InputDecoder,
-        default_tier: str = "balanced",
-        failure_cooldown_s: float = 5.0,
-        latency_headroom: float = 1.0,
-        request_timeout_s: float = 2.0,
+        routing: RoutingConfig,
+        admission: AdmissionConfig,
         run_slots: RunSlots | None = None,
     ) -> None:
         self.menu, self.tiers, self.engines, self.decoder = menu, dict(tiers), dict(engines), decoder
+        default_tier = routing.default_tier
         self.default_tier = default_tier if default_tier in self.tiers else next(iter(self.tiers))
         self.entries = {entry.name: entry for entry in menu.variants}
         self.reference_quality = menu.variants[0].quality
         self.classes = menu.classes
         self.metrics: Metrics | None = None  # set inside a Serve replica
-        self.failure_cooldown_s = failure_cooldown_s
-        self.latency_headroom = latency_headroom  # route within this fraction of a latency bound
+        self.failure_cooldown_s = routing.failure_cooldown_s
+        self.latency_headroom = routing.latency_headroom  # route within this fraction of a latency bound
         self._avoid_until: dict[str, float] = {}  # variant -> monotonic time; set when it fails
         self.overhead_ms = 0.0  # recent time a request spends in the gateway outside the model
-        self.request_timeout_s = request_timeout_s  # the longest any request waits for its answer
+        self.request_timeout_s = admission.request_timeout_s  # the longest any request waits for its answer
         # the run slots the in-process engines share (set on them here); told each request's bound
         self.run_slots = run_slots
         self._local = [name for name, engine in self.engines.items() if isinstance(engine, VariantEngine)]

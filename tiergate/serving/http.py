@@ -1,7 +1,7 @@
 """The HTTP surface: FastAPI routes for /v1 and the Open Inference Protocol (v2),
 JSON errors, request ids. Everything it decides comes from ``Gateway``.
 
-    app = create_app(lambda: gateway, lambda: Limits())  # getters: None until the gateway is ready
+    app = create_app(lambda: gateway, lambda: Limits.from_config(serving))  # getters: None until ready
 """
 
 from __future__ import annotations

@@ -6,17 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import pytest
 
+from tiergate.serving.config import ServingConfig
 from tiergate.serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Limits, LoopLag
+
+
+def only(**limits) -> Limits:
+    """No limit but those given."""
+    return Limits(
+        **{"max_body_bytes": 1 << 30, "max_in_flight": 1 << 30, "max_loop_lag_s": math.inf, **limits}
+    )
+
+
+def test_limits_follow_the_serving_config():
+    """The front door's limits are the config's: body size, in-flight cap, loop lag in seconds."""
+    serving = ServingConfig(
+        limits={"max_body_bytes": 4096}, admission={"max_in_flight": 3, "max_loop_lag_ms": 50}
+    )
+    assert Limits.from_config(serving) == Limits(max_body_bytes=4096, max_in_flight=3, max_loop_lag_s=0.05)
 
 
 def test_past_max_in_flight_a_request_is_refused_naming_the_setting():
     """With max_in_flight 2, the third concurrent request is refused and the reason names
     serving.admission.max_in_flight; once one leaves, the next is admitted."""
-    admission, limits = Admission(), Limits(max_in_flight=2)
+    admission, limits = Admission(), only(max_in_flight=2)
 
     async def main():
         first, second, third = (admission.enter(limits) for _ in range(3))
@@ -38,7 +55,7 @@ def test_a_blocked_loop_shows_as_lag_and_gets_requests_refused():
         await asyncio.sleep(0.02)
         time.sleep(0.15)  # the loop runs nothing else meanwhile
         lag_s = admission.lag.seconds()
-        return lag_s, admission.enter(Limits(max_loop_lag_s=0.05))
+        return lag_s, admission.enter(only(max_loop_lag_s=0.05))
 
     lag_s, reason = asyncio.run(main())
     assert lag_s >= 0.1
@@ -87,7 +104,7 @@ def test_front_door_refuses_with_the_gateways_json_error_and_counts_it(door):
         called.append(scope["path"])
 
     door.admission = Admission()
-    door.install(Limits(max_in_flight=0), on_refusal=lambda: refusals.append(1))
+    door.install(only(max_in_flight=0), on_refusal=lambda: refusals.append(1))
     _, sent = asyncio.run(_call(FrontDoor(app)))
     start, body = sent
     headers = dict(start["headers"])
@@ -105,7 +122,7 @@ def test_front_door_admits_marks_and_releases(door):
         seen.append((scope["path"], scope.get(ADMITTED), door.admission.in_flight))
 
     door.admission = Admission()
-    door.install(Limits(max_in_flight=1), on_refusal=lambda: None)
+    door.install(only(max_in_flight=1), on_refusal=lambda: None)
     asyncio.run(_call(FrontDoor(app)))
     asyncio.run(_call(FrontDoor(app), path="/v1/variants", method="GET"))
     assert seen == [("/v1/predict", True, 1), ("/v1/variants", None, 0)]
@@ -129,7 +146,7 @@ def test_a_second_connection_counts_as_one_more_contender_for_a_while():
     """Requests over one connection count only themselves; once a request comes over
     another, one more counts (another may be arriving unread) until sole_connection_s has
     passed; a request with no connection named counts as a new one."""
-    admission, limits = Admission(sole_connection_s=0.2), Limits()
+    admission, limits = Admission(sole_connection_s=0.2), only()
     first, second = ("127.0.0.1", 50001), ("127.0.0.1", 50002)
     seen = []
 

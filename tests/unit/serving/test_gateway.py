@@ -14,6 +14,7 @@ from tiergate.compression.export import export_onnx
 from tiergate.compression.models import ResNet
 from tiergate.config import load_config
 from tiergate.profiles.tiers import Tier
+from tiergate.serving.config import AdmissionConfig, RoutingConfig
 from tiergate.serving.engine import EngineSettings, RunSlots, VariantEngine
 from tiergate.serving.gateway import Gateway, GatewayError
 from tiergate.serving.inputs import InputDecoder
@@ -63,7 +64,9 @@ def _gateway(menu, broken: str | None = None, run_slots: RunSlots | None = None)
         "accurate": Tier(max_latency_ms=1000.0, max_accuracy_drop=0.0),
     }
     decoder = InputDecoder(tuple(menu.input_shape))
-    return Gateway(menu, tiers, engines, decoder, default_tier="accurate", run_slots=run_slots)
+    # routing on the full bound (headroom 1), unless a test says otherwise
+    routing = RoutingConfig(default_tier="accurate", latency_headroom=1.0)
+    return Gateway(menu, tiers, engines, decoder, routing, AdmissionConfig(), run_slots=run_slots)
 
 
 def test_tiers_route_to_the_fastest_and_the_most_accurate(menu):

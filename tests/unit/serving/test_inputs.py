@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiergate.serving.inputs import InputDecoder, InputError, InputLimits, Preprocess
+from tiergate.serving.config import LimitsConfig
+from tiergate.serving.inputs import InputDecoder, InputError, Preprocess
 
 DECODER = InputDecoder(
-    (1, 28, 28), InputLimits(max_batch=4, max_image_bytes=50_000, max_image_pixels=512 * 512)
+    (1, 28, 28), LimitsConfig(max_batch_images=4, max_body_bytes=50_000, max_image_pixels=512 * 512)
 )
 
 
@@ -90,7 +91,7 @@ def test_decompression_bomb_header_is_refused_before_decoding():
     bomb = Image.new("1", (20_000, 20_000))  # 1-bit: tiny when compressed
     text = _png(bomb)
     assert len(text) < 100_000
-    decoder = InputDecoder((1, 28, 28), InputLimits(max_image_bytes=1 << 20))
+    decoder = InputDecoder((1, 28, 28), LimitsConfig(max_body_bytes=1 << 20))
     with pytest.raises(InputError) as error:
         decoder.from_base64(text)
     assert error.value.status == 413
