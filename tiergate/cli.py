@@ -1,6 +1,8 @@
 """The ``tiergate`` command.
 
 tiergate compress [--config F] [--json]     build, measure and print the menu
+tiergate serve [--config F]                 build the menu and serve it on Ray Serve
+tiergate ray-env [--config F]               Ray's feature flags that serve sets, as shell exports
 tiergate train-base [--config F] [--out W]  train the built-in base model
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -55,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="default: serving.http.host (127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="default: serving.http.port (8000)")
     serve_cmd.set_defaults(run=_serve)
+
+    ray_env = commands.add_parser(
+        "ray-env",
+        help="print the Ray feature flags `serve` sets (and where each comes from) as shell exports",
+    )
+    _add_source_options(ray_env)
+    ray_env.set_defaults(run=_ray_env)
 
     train = commands.add_parser("train-base", help="train the built-in ResNet base on the data")
     _add_source_options(train)
@@ -141,10 +151,14 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
     from tiergate.serving import runtime
+    from tiergate.settings import ray_flag_sources
 
     ray = config.serving.ray
     print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress); "
           "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
+    flags = ray_flag_sources(config.serving)  # what runtime.start sets, and where each value comes from
+    print("Ray feature flags:", *(f"  {name}={value}  ({source})" for name, (value, source) in flags.items()),
+          sep="\n", file=sys.stderr)  # fmt: skip
     try:
         url = runtime.start(config, menu=menu)
         print(render_table(menu))
@@ -161,6 +175,16 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         print("stopping tiergate...", file=sys.stderr)
         runtime.stop()
+    return 0
+
+
+def _ray_env(args: argparse.Namespace) -> int:
+    from tiergate.config import load_config
+    from tiergate.settings import ray_flag_sources
+
+    config = load_config(args.config, _overrides(args))
+    for name, (value, source) in ray_flag_sources(config.serving).items():
+        print(f"export {name}={shlex.quote(value)}  # {source}")
     return 0
 
 

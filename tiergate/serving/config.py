@@ -176,3 +176,13 @@ class ServingConfig(BaseModel):
                 "variant times out before it can be retried"
             )
         return self
+
+    def is_set(self, path: str) -> bool:
+        """Whether the config gave the field at ``path`` (below ``serving``, e.g. ``ray.ingress``)
+        itself, rather than leaving it to its default (pydantic's ``model_fields_set``)."""
+        model: Any = self
+        for name in path.split("."):
+            if not isinstance(model, BaseModel) or name not in model.model_fields_set:
+                return False
+            model = getattr(model, name)
+        return True

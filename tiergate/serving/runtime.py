@@ -36,7 +36,7 @@ def start(config: AppConfig, num_cpus: int | None = None, menu: Menu | None = No
 
 def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
     """Ray and Serve's HTTP ingress on ``serving.http.host:port``, nothing deployed yet."""
-    prepare_ray_environment(serving.ray.ingress, serving.ray.ingress_metrics)  # before Ray starts any process
+    prepare_ray_environment(serving)  # before Ray starts any process
     import ray
     from ray import serve
 

@@ -1,4 +1,5 @@
-"""The serving section's groups: defaults, refusals and the cross-field check."""
+"""The serving section's groups: defaults, refusals, the cross-field check, and which
+fields a config set itself."""
 
 from __future__ import annotations
 
@@ -93,3 +94,14 @@ def test_a_retry_must_fit_the_deadline_and_the_error_names_both_fields():
         load_config(None, overrides)
     assert "serving.routing.variant_timeout_s (1.0)" in str(error.value)
     assert "serving.admission.request_timeout_s (1.0)" in str(error.value)
+
+
+def test_the_config_records_which_fields_it_set_itself(tmp_path):
+    """A field given in the file or as an override counts as set, even at its default value;
+    a field left out does not, nor does any field of a group left out."""
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\nserving:\n  ray: {ingress: haproxy}\n")
+    serving = load_config(path, {"serving.batching.max_batch_size": 8}).serving
+    assert serving.is_set("ray.ingress") and serving.is_set("batching.max_batch_size")
+    assert not serving.is_set("ray.ingress_metrics") and not serving.is_set("admission.max_in_flight")
+    assert not load_config(None).serving.is_set("ray.ingress")
