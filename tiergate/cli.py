@@ -1,6 +1,8 @@
 """The ``tiergate`` command.
 
 tiergate compress [--config F] [--json]     build, measure and print the menu
+tiergate serve [--config F]                 build the menu and serve it on Ray Serve
+tiergate ray-env [--config F]               Ray's feature flags that serve sets, as shell exports
 tiergate train-base [--config F] [--out W]  train the built-in base model
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -52,9 +55,16 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_cmd = commands.add_parser("serve", help="build the menu, then serve it over HTTP on Ray Serve")
     _add_source_options(serve_cmd)
-    serve_cmd.add_argument("--host", help="default: serving.host (127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, help="default: serving.port (8000)")
+    serve_cmd.add_argument("--host", help="default: serving.http.host (127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="default: serving.http.port (8000)")
     serve_cmd.set_defaults(run=_serve)
+
+    ray_env = commands.add_parser(
+        "ray-env",
+        help="print the Ray feature flags `serve` sets (and where each comes from) as shell exports",
+    )
+    _add_source_options(ray_env)
+    ray_env.set_defaults(run=_ray_env)
 
     train = commands.add_parser("train-base", help="train the built-in ResNet base on the data")
     _add_source_options(train)
@@ -74,7 +84,7 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", help="comma-separated, e.g. fp32,int8,pruned+int8")
     parser.add_argument("--cache-dir", type=Path, help="where artifacts and the manifest go")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override any config field (YAML value), e.g. serving.topology=per_variant; "
+                        help="override any config field (YAML value), e.g. serving.ray.topology=per_variant; "
                         "repeatable")  # fmt: skip
 
 
@@ -135,15 +145,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = _overrides(args)
     if args.host:
-        overrides["serving.host"] = args.host
+        overrides["serving.http.host"] = args.host
     if args.port:
-        overrides["serving.port"] = args.port
+        overrides["serving.http.port"] = args.port
     config = load_config(args.config, overrides)
     menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
     from tiergate import runtime
+    from tiergate.serving.ray_env import ray_flag_sources
 
-    print(f"starting Ray Serve ({config.serving.topology} topology, {config.serving.ingress} ingress); "
+    ray = config.serving.ray
+    print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress); "
           "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
+    flags = ray_flag_sources(config.serving)  # what runtime.start sets, and where each value comes from
+    print("Ray feature flags:", *(f"  {name}={value}  ({source})" for name, (value, source) in flags.items()),
+          sep="\n", file=sys.stderr)  # fmt: skip
     try:
         url = runtime.start(config, menu=menu)
         print(render_table(menu))
@@ -160,6 +175,16 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         print("stopping tiergate...", file=sys.stderr)
         runtime.stop()
+    return 0
+
+
+def _ray_env(args: argparse.Namespace) -> int:
+    from tiergate.config import load_config
+    from tiergate.serving.ray_env import ray_flag_sources
+
+    config = load_config(args.config, _overrides(args))
+    for name, (value, source) in ray_flag_sources(config.serving).items():
+        print(f"export {name}={shlex.quote(value)}  # {source}")
     return 0
 
 

@@ -6,6 +6,11 @@
 Unknown fields are refused and every error names its field path, e.g.
 ``compress.recipes.pruned.ratio: Input should be less than 1``. Relative paths
 are resolved against the config file's folder.
+
+Each model records which of its fields the file or an override gave (pydantic's
+``model_fields_set``), as opposed to those left at their defaults:
+``config.serving.is_set("ray.ingress")``. A Ray flag that follows from a field set so wins
+over an inherited environment variable (tiergate.settings).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tiergate.config import AppConfig
 from tiergate.serving.config import ServingConfig
-from tiergate.settings import prepare_ray_environment
+from tiergate.serving.ray_env import prepare_ray_environment
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Deployment
@@ -37,8 +37,8 @@ def start(config: AppConfig, num_cpus: int | None = None, menu: Menu | None = No
 
 
 def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
-    """Ray and Serve's HTTP ingress on ``serving.host:port``, nothing deployed yet."""
-    prepare_ray_environment(serving.ray.ingress, serving.ray.ingress_metrics)  # before Ray starts any process
+    """Ray and Serve's HTTP ingress on ``serving.http.host:port``, nothing deployed yet."""
+    prepare_ray_environment(serving)  # before Ray starts any process
     import ray
     from ray import serve
 

@@ -3,7 +3,7 @@ uvicorn + ORT server on the same ONNX file, side by side in one run (wrk on 127.
 
     .venv/bin/python -m tests.benchmarks.bench_gateway [--duration 10] [--concurrency 1 16] [--repeat 1] \
         [--pin] [--config F] \
-        [--setup serving.ingress=proxy --setup serving.topology=per_variant ...]
+        [--setup serving.ray.ingress=proxy --setup serving.ray.topology=per_variant ...]
 
 Each ``--setup`` (comma-separated config overrides) starts its own gateway; the bare server
 is measured right beside it for every tier and concurrency.

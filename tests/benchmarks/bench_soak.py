@@ -4,7 +4,7 @@ soak   The capacity of the whole gateway is measured first (wrk, closed loop, 32
        connections on the tier: the answers per second it sustains). Then an open-loop
        Poisson load of --factor (5) times that is offered for --seconds (60). Reported:
        requests sent and answered by status, the slowest answer against the deadline
-       (serving.request_timeout_s), latency of served and of refused requests, the RSS of
+       (serving.admission.request_timeout_s), latency of served and of refused requests, the RSS of
        every process before, at peak and after, and how long after the load stops a
        request is served again within the tier's bound.
 kill   The per_variant topology under an open-loop load of --kill-load (0.5) times the
@@ -166,7 +166,7 @@ def replica_pid(variant: str) -> int:
 
 
 def kill(args: argparse.Namespace) -> None:
-    gateway = start_gateway(["serving.topology=per_variant", *args.set])
+    gateway = start_gateway(["serving.ray.topology=per_variant", *args.set])
     try:
         body = request_body(args.tier)
         carried = capacity(body)
@@ -226,10 +226,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="soak: seconds of overload")
     parser.add_argument("--kill-load", type=float, default=0.5, help="kill: offered load, x capacity")
     parser.add_argument("--kill-seconds", type=float, default=30.0)
-    parser.add_argument("--request-timeout-s", type=float, default=2.0, help="serving.request_timeout_s")
+    parser.add_argument(
+        "--request-timeout-s", type=float, default=2.0, help="serving.admission.request_timeout_s"
+    )
     parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
     args = parser.parse_args()
-    args.set = [f"serving.request_timeout_s={args.request_timeout_s}", *args.set]
+    args.set = [f"serving.admission.request_timeout_s={args.request_timeout_s}", *args.set]
     if "soak" in args.runs:
         soak(args)
     if "kill" in args.runs:

@@ -34,14 +34,10 @@ tiers:
   accurate: {max_latency_ms: 1000.0, max_accuracy_drop: 0.0}
   lenient: {max_latency_ms: 60000.0, min_accuracy: 0.5}  # the most accurate variant, whatever the load
 serving:
-  host: 127.0.0.1
-  port: PORT
-  default_tier: accurate
-  max_batch_size: 8
-  max_batch_images: 8
-  max_body_bytes: 200000
-  replica_profile_budget_s: 0.05
-  variant_timeout_s: 0.5
+  http: {host: 127.0.0.1, port: PORT}
+  batching: {max_batch_size: 8}
+  routing: {default_tier: accurate, replica_profile_budget_s: 0.05, variant_timeout_s: 0.5}
+  limits: {max_batch_images: 8, max_body_bytes: 200000}
 """
 
 
@@ -86,7 +82,7 @@ def serve_cluster(tmp_path_factory):
     from tiergate import runtime
     from tiergate.serving.config import ServingConfig
 
-    serving = ServingConfig(port=_free_port(), metrics_port=_free_port())
+    serving = ServingConfig(http={"port": _free_port(), "metrics_port": _free_port()})
     runtime.start_cluster(serving, num_cpus=2)
     try:
         yield serving, tmp_path_factory.mktemp("serve-cache")
@@ -97,18 +93,24 @@ def serve_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_config(serve_cluster, tmp_path_factory):
-    """A factory: the digits serving config with ``serving`` fields overridden."""
+    """A factory: the digits serving config with ``serving`` fields overridden by group,
+    e.g. ``make(admission={"max_in_flight": 1})`` sets serving.admission.max_in_flight."""
     from tiergate.build import build_menu
     from tiergate.config import load_config
 
     serving, cache = serve_cluster
     folder = tmp_path_factory.mktemp("serve-config")
     path = folder / "config.yaml"
-    path.write_text(DIGITS_SERVE.replace("CACHE", str(cache)).replace("PORT", str(serving.port)))
+    path.write_text(DIGITS_SERVE.replace("CACHE", str(cache)).replace("PORT", str(serving.http.port)))
     build_menu(load_config(path))  # once, in the driver; replicas then read the cache
 
-    def make(**overrides):
-        return load_config(path, {f"serving.{key}": value for key, value in overrides.items()})
+    def make(**groups):
+        overrides = {
+            f"serving.{group}.{key}": value
+            for group, fields in groups.items()
+            for key, value in fields.items()
+        }
+        return load_config(path, overrides)
 
     return make
 

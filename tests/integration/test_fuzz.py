@@ -204,7 +204,7 @@ def tensors(draw) -> tuple[list[int], list]:
         )
     )
     size = math.prod(shape)
-    if size > 700:  # keeps bodies under serving.max_body_bytes, mostly
+    if size > 700:  # keeps bodies under serving.limits.max_body_bytes, mostly
         shape, size = list(INPUT_SHAPE), math.prod(INPUT_SHAPE)
     values = draw(st.lists(numbers, min_size=size, max_size=size))
     if values and draw(st.booleans()):
@@ -494,7 +494,7 @@ def test_v1_predict_survives_hostile_images(client, text, extra):
     _check_error_body(response, f"POST /v1/predict image={text[:200]!r} {extra}")
 
 
-LIMIT = 4096 * 4096  # ServingConfig.max_image_pixels, the default the digits config keeps
+LIMIT = 4096 * 4096  # serving.limits.max_image_pixels, the default the digits config keeps
 
 
 @st.composite
@@ -513,7 +513,8 @@ def oversized(draw) -> tuple[str, int, int, tuple[int, int]]:
 @example(declared=("PNG", 4097, 4096, (16, 6)))
 @example(declared=("JPEG", 65_535, 65_535, (8, 0)))
 def test_images_declaring_too_many_pixels_get_413(client, declared):
-    """A tiny PNG/JPEG declaring more pixels than serving.max_image_pixels gets 413 and a JSON "error"."""
+    """A tiny PNG/JPEG declaring more pixels than serving.limits.max_image_pixels gets 413 and a JSON
+    "error"."""
     fmt, width, height, (depth, colour) = declared
     assert width * height > LIMIT
     if fmt == "JPEG":  # a 16x16 JPEG whose SOF0 marker is rewritten to the declared size

@@ -19,13 +19,17 @@ from tests.loadgen import open_loop
 pytestmark = pytest.mark.integration
 
 DELAY_S = 0.05  # every ORT run takes this much longer: one batch of one image each (max_batch_size 1)
-TIMEOUT_S = 0.5  # serving.request_timeout_s
+TIMEOUT_S = 0.5  # serving.admission.request_timeout_s
 MARGIN_S = 1.0
 
 
 @pytest.fixture(scope="module")
 def gateway_url(digits_config):
-    config = digits_config(max_batch_size=1, request_timeout_s=TIMEOUT_S, variant_timeout_s=0.25)
+    config = digits_config(
+        batching={"max_batch_size": 1},
+        admission={"request_timeout_s": TIMEOUT_S},
+        routing={"variant_timeout_s": 0.25},
+    )
     yield from deployed(config, "tiergate-overload", "/overload")
 
 
@@ -65,13 +69,13 @@ def test_five_times_capacity_is_answered_by_the_deadline_then_served_normally(ga
 
 @pytest.fixture(scope="module")
 def one_at_a_time_url(digits_config):
-    config = digits_config(max_in_flight=1)
+    config = digits_config(admission={"max_in_flight": 1})
     yield from deployed(config, "tiergate-one-at-a-time", "/one")
 
 
 def test_past_max_in_flight_the_front_door_refuses_with_a_json_503(one_at_a_time_url, digits):
     """With max_in_flight 1 and a request held 1 s in the model, a second request is
-    refused at once: 503, the gateway's JSON error naming serving.max_in_flight,
+    refused at once: 503, the gateway's JSON error naming serving.admission.max_in_flight,
     Retry-After and a request id; once the first is answered, the next is served."""
     from ray import serve
 
@@ -87,7 +91,7 @@ def test_past_max_in_flight_the_front_door_refuses_with_a_json_503(one_at_a_time
             refused_s = time.monotonic() - started
             assert held.result().status_code == 200, held.result().text
             assert refused.status_code == 503 and refused_s < 0.5, (refused.status_code, refused_s)
-            assert "serving.max_in_flight 1" in refused.json()["error"]
+            assert "serving.admission.max_in_flight 1" in refused.json()["error"]
             assert refused.headers["retry-after"] == "1" and refused.headers["x-request-id"]
             ingress.set_fault.remote("fp32", 0.0, 0.0).result()
             assert client.post("/v1/predict", json=body).status_code == 200

@@ -17,7 +17,7 @@ PREFIX = "/pv"
 
 @pytest.fixture(scope="module")
 def client(digits_config):
-    for url in deployed(digits_config(topology="per_variant"), "tiergate-pv", PREFIX):
+    for url in deployed(digits_config(ray={"topology": "per_variant"}), "tiergate-pv", PREFIX):
         with httpx.Client(base_url=url, timeout=30) as http:
             yield http
 

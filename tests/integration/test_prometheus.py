@@ -41,7 +41,7 @@ def prometheus(serve_cluster, tmp_path_factory):
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["rules.yml"],
         "scrape_configs": [
-            {"job_name": "ray", "static_configs": [{"targets": [f"127.0.0.1:{serving.metrics_port}"]}]}
+            {"job_name": "ray", "static_configs": [{"targets": [f"127.0.0.1:{serving.http.metrics_port}"]}]}
         ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))

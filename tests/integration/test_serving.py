@@ -104,7 +104,7 @@ def test_bad_requests_get_json_errors_and_serving_continues(client, digits, body
 
 
 def test_oversized_body_is_413(client):
-    """A body over serving.max_body_bytes is refused with 413 before it is parsed."""
+    """A body over serving.limits.max_body_bytes is refused with 413 before it is parsed."""
     response = client.post("/v1/predict", content=b"{" + b" " * 300_000 + b"}",
                            headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code == 413 and "exceeds the limit" in response.json()["error"]

@@ -23,7 +23,7 @@ def test_requests_in_flight_finish_when_the_application_is_deleted(digits_config
     from tiergate import runtime
 
     # a deadline well past the held runs, so that none is refused for its deadline
-    config = digits_config(request_timeout_s=10)
+    config = digits_config(admission={"request_timeout_s": 10})
     url = runtime.deploy(config, name=APP, route_prefix=PREFIX, deployments=HOOKED)
     ingress = serve.get_deployment_handle("Ingress", app_name=APP)
     ingress.set_fault.remote("fp32", 0.0, 1.5).result()

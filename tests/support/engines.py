@@ -9,24 +9,19 @@ clock the test moves by hand.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.engines import EngineSettings
+from tiergate.serving.loading import engine_settings as from_config
 
 
 def engine_settings(**overrides) -> EngineSettings:
     """``EngineSettings`` as the serving config's defaults make them, with ``overrides``
     (``EngineSettings`` field names). ``max_runs`` is 1 unless overridden: the config's
     default, every core the process may use, would make tests differ between machines."""
-    serving = ServingConfig()
-    settings = {
-        "threads": serving.threads_per_variant,
-        "max_batch_size": serving.max_batch_size,
-        "batch_wait_timeout_s": serving.batch_wait_timeout_s,
-        "max_queued": serving.max_queued_per_variant,
-        "run_niceness": serving.run_niceness,
-        "max_runs": serving.max_runs_per_variant or 1,
-    }
-    return EngineSettings(**{**settings, **overrides})
+    serving = ServingConfig(batching={"max_runs_per_variant": 1})
+    return replace(from_config(serving), **overrides)
 
 
 class FakeClock:

@@ -12,9 +12,8 @@ from tiergate._lazy import lazy_exports
 _EXPORTS = {
     "count_params_and_flops": ".graph",
     **dict.fromkeys(["measure_latency", "open_session", "wilson_interval"], ".measure"),
-    **dict.fromkeys(
-        ["LatencyStats", "Menu", "MenuEntry", "mark_pareto", "plot_pareto", "render_table"], ".menu"
-    ),
+    **dict.fromkeys(["LatencyStats", "Menu", "MenuEntry", "mark_pareto"], ".menu"),
+    **dict.fromkeys(["plot_pareto", "render_table"], ".report"),
     **dict.fromkeys(
         ["Constraints", "Decision", "LiveStats", "Reason", "UnknownVariant", "VariantProfile", "choose"],
         ".policy",

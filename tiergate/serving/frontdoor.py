@@ -19,9 +19,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from tiergate.serving.config import ServingConfig
 
 INFERENCE_PATHS = ("/v1/predict", "/infer")
 ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request already
@@ -29,11 +33,16 @@ ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request
 
 @dataclass(frozen=True)
 class Limits:
-    """What the front door refuses before the body is read."""
+    """What the front door refuses before the body is read (``from_config``)."""
 
-    max_body_bytes: int = 8 << 20
-    max_in_flight: int = 1 << 30  # inference requests inside this process at once
-    max_loop_lag_s: float = float("inf")  # how far behind the event loop may run
+    max_body_bytes: int
+    max_in_flight: int  # inference requests inside this process at once
+    max_loop_lag_s: float  # how far behind the event loop may run
+
+    @classmethod
+    def from_config(cls, serving: ServingConfig) -> Limits:
+        admission = serving.admission
+        return cls(serving.limits.max_body_bytes, admission.max_in_flight, admission.max_loop_lag_ms / 1000)
 
 
 class LoopLag:
@@ -95,10 +104,13 @@ class Admission:
         if lag_s >= limits.max_loop_lag_s:
             return (
                 f"the replica runs {1000 * lag_s:.0f} ms behind "
-                f"(serving.max_loop_lag_ms {1000 * limits.max_loop_lag_s:g})"
+                f"(serving.admission.max_loop_lag_ms {1000 * limits.max_loop_lag_s:g})"
             )
         if self.in_flight >= limits.max_in_flight:
-            return f"{self.in_flight} requests in flight (serving.max_in_flight {limits.max_in_flight})"
+            return (
+                f"{self.in_flight} requests in flight "
+                f"(serving.admission.max_in_flight {limits.max_in_flight})"
+            )
         self.in_flight += 1
         return None
 

@@ -1,6 +1,6 @@
 """Turn request payloads into model input tensors, refusing bad ones with a named reason.
 
-decoder = InputDecoder(input_shape=(1, 28, 28), limits=InputLimits())
+decoder = InputDecoder(input_shape=(1, 28, 28), limits=serving.limits)
 batch = decoder.from_nested(payload["inputs"])  # (N, C, H, W) float32
 batch = decoder.from_base64(payload["image"])   # (1, C, H, W)
 """
@@ -16,14 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from tiergate.serving.config import LimitsConfig
 from tiergate.serving.errors import InvalidRequest, TooLarge
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    max_batch: int = 64
-    max_image_bytes: int = 4 << 20  # the encoded image
-    max_image_pixels: int = 4096 * 4096  # before decoding: refuses decompression bombs
 
 
 @dataclass(frozen=True)
@@ -38,11 +32,11 @@ class InputDecoder:
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        limits: InputLimits | None = None,
+        limits: LimitsConfig | None = None,
         preprocess: Preprocess | None = None,
     ) -> None:
         self.input_shape = tuple(input_shape)
-        self.limits = limits or InputLimits()
+        self.limits = limits or LimitsConfig()  # images per request, encoded bytes, pixels
         self.preprocess = preprocess or Preprocess()
 
     def from_nested(self, values: object, field: str = "inputs") -> np.ndarray:
@@ -65,9 +59,10 @@ class InputDecoder:
             )
         if len(array) == 0:
             raise InvalidRequest(f"{field}: the batch is empty", field=field)
-        if len(array) > self.limits.max_batch:
+        if len(array) > self.limits.max_batch_images:
             raise InvalidRequest(
-                f"{field}: batch of {len(array)} exceeds the limit of {self.limits.max_batch}", field=field
+                f"{field}: batch of {len(array)} exceeds the limit of {self.limits.max_batch_images}",
+                field=field,
             )
         if tuple(array.shape[1:]) != self.input_shape:
             channels = array.shape[1]
@@ -83,8 +78,8 @@ class InputDecoder:
 
     def from_base64(self, text: str, field: str = "image") -> np.ndarray:
         """A base64 PNG/JPEG, decoded, converted, resized and scaled like the training data."""
-        if len(text) > self.limits.max_image_bytes * 4 // 3 + 4:
-            raise TooLarge(f"{field}: encoded image exceeds {self.limits.max_image_bytes} bytes", field=field)
+        if len(text) > self.limits.max_body_bytes * 4 // 3 + 4:
+            raise TooLarge(f"{field}: encoded image exceeds {self.limits.max_body_bytes} bytes", field=field)
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):

@@ -26,7 +26,7 @@ from tiergate.serving.engines import CorruptArtifact, Engine, RunSlots
 from tiergate.serving.errors import Conflict
 from tiergate.serving.frontdoor import Admission, Limits
 from tiergate.serving.gateway import Gateway, RoutingSettings
-from tiergate.serving.inputs import InputDecoder, InputLimits, Preprocess
+from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.loading import EngineOpener, concurrent_runs
 from tiergate.serving.registry import MenuInfo, MenuRegistry, drain
 from tiergate.serving.trace import Trace
@@ -64,11 +64,7 @@ class Replica:
     ) -> None:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
         self.admission, self.keys, self.metrics = admission, keys, metrics
-        serving = spec.serving
-        self.limits = Limits(
-            serving.limits.max_body_bytes, serving.admission.max_in_flight,
-            max_loop_lag_s=serving.admission.max_loop_lag_ms / 1000,
-        )  # fmt: skip
+        self.limits = Limits.from_config(spec.serving)
 
     @classmethod
     def build(
@@ -107,12 +103,7 @@ class Replica:
             registry.add(entry, engine)
         if not registry.ready():
             raise RuntimeError(f"{registry.reference} could not be loaded; refusing to serve without it")
-        limits = serving.limits
-        decoder = InputDecoder(
-            menu.input_shape,
-            InputLimits(limits.max_batch_images, limits.max_body_bytes, limits.max_image_pixels),
-            spec.preprocess,
-        )
+        decoder = InputDecoder(menu.input_shape, serving.limits, spec.preprocess)
         gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
         return cls(spec, registry, gateway, opener, admission, keys, sink)

@@ -24,7 +24,7 @@ class RouteRequest(BaseModel):
         gt=0,
         strict=True,  # a number: true is not 1 ms
         description="answer within this or get 429 (refused up front) / 503 (timed out in the queue); "
-        "serving.request_timeout_s caps it",
+        "serving.admission.request_timeout_s caps it",
     )
 
 

@@ -14,8 +14,10 @@ from ray.serve.schema import ServeDeploySchema
 
 from tests.unit.deploy.dashboard import PROMETHEUS, ROOT
 from tiergate.config import load_config
+from tiergate.serving.ray_env import ray_flags
 
 DEPLOY = ROOT / "deploy"
+SERVE_CONFIG = DEPLOY / "serve-config.yaml"
 SERVICE, CLAIM = yaml.safe_load_all((DEPLOY / "kuberay" / "rayservice.yaml").read_text())
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 CLUSTER = SERVICE["spec"]["rayClusterConfig"]
@@ -49,7 +51,7 @@ def test_serve_config_validates_and_its_builder_imports():
 
 def test_serve_config_matches_serve_config_yaml():
     """The RayService deploys what deploy/serve-config.yaml does, with the config at its image path."""
-    local = ServeDeploySchema.model_validate(yaml.safe_load((DEPLOY / "serve-config.yaml").read_text()))
+    local = ServeDeploySchema.model_validate(yaml.safe_load(SERVE_CONFIG.read_text()))
     (ours,), (theirs,) = serve_config().applications, local.applications
     for field in ("name", "route_prefix", "import_path"):
         assert getattr(ours, field) == getattr(theirs, field)
@@ -66,7 +68,7 @@ def test_serve_config_path_loads_from_the_repository():
 def test_every_deployment_turns_api_keys_on():
     """The Serve config, the RayService (keys from a Secret in every pod) and compose (keys
     from the environment) all run with serving.auth.enabled, and the override loads."""
-    local = yaml.safe_load((DEPLOY / "serve-config.yaml").read_text())["applications"][0]["args"]
+    local = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]["args"]
     for args in (local, serve_config().applications[0].args):
         assert args["serving.auth.enabled"] is True
         overrides = {key: value for key, value in args.items() if key != "config"}
@@ -119,3 +121,32 @@ def test_compose_prometheus_scrapes_the_gateway_service():
     (flag,) = [arg for arg in prometheus["command"] if arg.startswith("--config.file=")]
     config = yaml.safe_load((PROMETHEUS / Path(flag.partition("=")[2]).name).read_text())
     assert config["scrape_configs"][0]["static_configs"] == [{"targets": ["gateway:8080"]}]
+
+
+def described_config():
+    """The tiergate config both Serve configs describe: serve-config.yaml's path and overrides."""
+    args = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]["args"]
+    return load_config(ROOT / args["config"], {key: value for key, value in args.items() if key != "config"})
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda group: group.get("groupName", "head"))
+def test_every_pod_sets_exactly_the_ray_flags_tiergate_serve_sets(group):
+    """Every Ray pod's environment holds exactly the Ray flags of tiergate's table for the
+    config the RayService runs (HAProxy ingress, ...): a flag dropped from the manifest, one
+    added to the table or a value changed on either side fails here."""
+    expected = ray_flags(described_config().serving)
+    assert expected["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the config as shipped: HAProxy ingress
+    (container,) = group["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"] if e["name"].startswith("RAY_")} == expected
+
+
+def test_serve_configs_leave_ray_flags_to_the_environment_ray_starts_in():
+    """Neither Serve config sets Ray flags in a runtime_env (which reaches only the replicas,
+    not Serve's controller and proxies); serve-config.yaml tells how to export them for its
+    own config with `tiergate ray-env`, and the RayService sets them on every pod."""
+    local = ServeDeploySchema.model_validate(yaml.safe_load(SERVE_CONFIG.read_text()))
+    for app in (*local.applications, *serve_config().applications):
+        env_vars = (app.runtime_env or {}).get("env_vars", {})
+        assert not [name for name in env_vars if name.startswith("RAY_")]
+    config = local.applications[0].args["config"]
+    assert f'eval "$(tiergate ray-env --config {config})"' in SERVE_CONFIG.read_text()

@@ -6,17 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import pytest
 
+from tests.support.engines import FakeClock
+from tiergate.serving.config import ServingConfig
 from tiergate.serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Limits, LoopLag
+
+
+def only(**limits) -> Limits:
+    """No limit but those given."""
+    return Limits(
+        **{"max_body_bytes": 1 << 30, "max_in_flight": 1 << 30, "max_loop_lag_s": math.inf, **limits}
+    )
+
+
+def test_limits_follow_the_serving_config():
+    """The front door's limits are the config's: body size, in-flight cap, loop lag in seconds."""
+    serving = ServingConfig(
+        limits={"max_body_bytes": 4096}, admission={"max_in_flight": 3, "max_loop_lag_ms": 50}
+    )
+    assert Limits.from_config(serving) == Limits(max_body_bytes=4096, max_in_flight=3, max_loop_lag_s=0.05)
 
 
 def test_past_max_in_flight_a_request_is_refused_naming_the_setting():
     """With max_in_flight 2, the third concurrent request is refused and the reason names
-    serving.max_in_flight; once one leaves, the next is admitted."""
-    admission, limits = Admission(), Limits(max_in_flight=2)
+    serving.admission.max_in_flight; once one leaves, the next is admitted."""
+    admission, limits = Admission(), only(max_in_flight=2)
 
     async def main():
         first, second, third = (admission.enter(limits) for _ in range(3))
@@ -25,12 +43,12 @@ def test_past_max_in_flight_a_request_is_refused_naming_the_setting():
 
     first, second, third, after = asyncio.run(main())
     assert first is None and second is None and after is None
-    assert "serving.max_in_flight 2" in third
+    assert "serving.admission.max_in_flight 2" in third
 
 
 def test_a_blocked_loop_shows_as_lag_and_gets_requests_refused():
     """After the event loop was blocked for 150 ms, LoopLag reports at least 100 ms and
-    Admission refuses with a reason naming serving.max_loop_lag_ms."""
+    Admission refuses with a reason naming serving.admission.max_loop_lag_ms."""
     admission = Admission()
 
     async def main():
@@ -38,11 +56,11 @@ def test_a_blocked_loop_shows_as_lag_and_gets_requests_refused():
         await asyncio.sleep(0.02)
         time.sleep(0.15)  # the loop runs nothing else meanwhile
         lag_s = admission.lag.seconds()
-        return lag_s, admission.enter(Limits(max_loop_lag_s=0.05))
+        return lag_s, admission.enter(only(max_loop_lag_s=0.05))
 
     lag_s, reason = asyncio.run(main())
     assert lag_s >= 0.1
-    assert reason is not None and "serving.max_loop_lag_ms 50" in reason
+    assert reason is not None and "serving.admission.max_loop_lag_ms 50" in reason
 
 
 def test_an_idle_loop_shows_little_lag():
@@ -73,9 +91,7 @@ async def _call(app, path: str = "/v1/predict", method: str = "POST"):
 
 @pytest.fixture
 def door():
-    saved = Door.limits, Door.on_refusal, Door.admission
-    yield Door
-    Door.limits, Door.on_refusal, Door.admission = saved
+    return Door()
 
 
 def test_front_door_refuses_with_the_gateways_json_error_and_counts_it(door):
@@ -86,9 +102,8 @@ def test_front_door_refuses_with_the_gateways_json_error_and_counts_it(door):
     async def app(scope, receive, send):
         called.append(scope["path"])
 
-    door.admission = Admission()
-    door.install(Limits(max_in_flight=0), on_refusal=lambda: refusals.append(1))
-    _, sent = asyncio.run(_call(FrontDoor(app)))
+    door.install(only(max_in_flight=0), on_refusal=lambda: refusals.append(1))
+    _, sent = asyncio.run(_call(FrontDoor(app, door)))
     start, body = sent
     headers = dict(start["headers"])
     assert start["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"x-request-id"] == b"abc"
@@ -104,10 +119,9 @@ def test_front_door_admits_marks_and_releases(door):
     async def app(scope, receive, send):
         seen.append((scope["path"], scope.get(ADMITTED), door.admission.in_flight))
 
-    door.admission = Admission()
-    door.install(Limits(max_in_flight=1), on_refusal=lambda: None)
-    asyncio.run(_call(FrontDoor(app)))
-    asyncio.run(_call(FrontDoor(app), path="/v1/variants", method="GET"))
+    door.install(only(max_in_flight=1), on_refusal=lambda: None)
+    asyncio.run(_call(FrontDoor(app, door)))
+    asyncio.run(_call(FrontDoor(app, door), path="/v1/variants", method="GET"))
     assert seen == [("/v1/predict", True, 1), ("/v1/variants", None, 0)]
     assert door.admission.in_flight == 0
 
@@ -120,8 +134,7 @@ def test_front_door_passes_everything_in_a_process_without_a_replica(door):
     async def app(scope, receive, send):
         seen.append(scope.get(ADMITTED))
 
-    door.limits = None
-    asyncio.run(_call(FrontDoor(app)))
+    asyncio.run(_call(FrontDoor(app, door)))
     assert seen == [None]
 
 
@@ -129,7 +142,8 @@ def test_a_second_connection_counts_as_one_more_contender_for_a_while():
     """Requests over one connection count only themselves; once a request comes over
     another, one more counts (another may be arriving unread) until sole_connection_s has
     passed; a request with no connection named counts as a new one."""
-    admission, limits = Admission(sole_connection_s=0.2), Limits()
+    clock = FakeClock()
+    admission, limits = Admission(sole_connection_s=0.2, clock=clock), only()
     first, second = ("127.0.0.1", 50001), ("127.0.0.1", 50002)
     seen = []
 
@@ -140,11 +154,11 @@ def test_a_second_connection_counts_as_one_more_contender_for_a_while():
 
     async def main():
         visit(first)
-        admission._switched_at -= 1.0  # the first connection has been the only one for a while
+        clock.advance(1.0)  # the first connection has been the only one for a while
         visit(first)
         visit(second)
         seen.append(admission.contenders())  # nothing in flight, but two connections lately
-        await asyncio.sleep(0.3)
+        clock.advance(0.3)
         seen.append(admission.contenders())
         visit(None)
 

@@ -20,8 +20,8 @@ from tiergate.serving.errors import InvalidRequest, NotFound, ServingError, Unsa
 from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.registry import MenuInfo, MenuRegistry
-from tiergate.serving.trace import Trace
 from tiergate.serving.schemas import PredictRequest, RouteRequest
+from tiergate.serving.trace import Trace
 
 ROUTING = RoutingSettings(
     default_tier="accurate", latency_headroom=1.0, failure_cooldown_s=5.0, request_timeout_s=2.0

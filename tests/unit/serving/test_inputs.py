@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiergate.serving.inputs import InputDecoder, InputError, InputLimits, Preprocess
+from tiergate.serving.config import LimitsConfig
+from tiergate.serving.errors import InvalidRequest, TooLarge
+from tiergate.serving.inputs import InputDecoder, Preprocess
 
 DECODER = InputDecoder(
-    (1, 28, 28), InputLimits(max_batch=4, max_image_bytes=50_000, max_image_pixels=512 * 512)
+    (1, 28, 28), LimitsConfig(max_batch_images=4, max_body_bytes=50_000, max_image_pixels=512 * 512)
 )
 
 
@@ -42,10 +44,11 @@ def test_single_image_and_batch_are_accepted():
     ],
 )
 def test_bad_tensors_are_refused_with_the_reason(payload, message):
-    """Wrong shape, channels, ragged lists, empty or oversized batches and NaN/Inf are 422s."""
-    with pytest.raises(InputError) as error:
+    """Wrong shape, channels, ragged lists, empty or oversized batches and NaN/Inf are
+    invalid requests (422), naming the field."""
+    with pytest.raises(InvalidRequest) as error:
         DECODER.from_nested(payload)
-    assert message in str(error.value) and error.value.status == 422 and error.value.field == "inputs"
+    assert message in str(error.value) and error.value.field == "inputs"
 
 
 def test_png_is_converted_resized_and_scaled():
@@ -62,26 +65,27 @@ def test_jpeg_with_normalisation():
 
 
 @pytest.mark.parametrize(
-    ("text", "message", "status"),
+    ("text", "message", "error"),
     [
-        ("not base64!", "not valid base64", 422),
-        (base64.b64encode(b"hello world").decode(), "not a PNG or JPEG", 422),
-        (_png(Image.new("L", (8, 8)), "GIF"), "format GIF is not accepted", 422),
-        (_png(Image.new("L", (600, 600))), "exceeds the limit", 413),
-        ("A" * 80_000, "exceeds 50000 bytes", 413),
+        ("not base64!", "not valid base64", InvalidRequest),
+        (base64.b64encode(b"hello world").decode(), "not a PNG or JPEG", InvalidRequest),
+        (_png(Image.new("L", (8, 8)), "GIF"), "format GIF is not accepted", InvalidRequest),
+        (_png(Image.new("L", (600, 600))), "exceeds the limit", TooLarge),
+        ("A" * 80_000, "exceeds 50000 bytes", TooLarge),
     ],
 )
-def test_bad_images_are_refused(text, message, status):
-    """Undecodable, non-PNG/JPEG, too many pixels or too many bytes: each named, with its status."""
-    with pytest.raises(InputError) as error:
+def test_bad_images_are_refused(text, message, error):
+    """Undecodable or non-PNG/JPEG images are invalid (422); too many pixels or bytes are too
+    large (413); each named."""
+    with pytest.raises(error) as raised:
         DECODER.from_base64(text)
-    assert message in str(error.value) and error.value.status == status
+    assert message in str(raised.value) and raised.value.field == "image"
 
 
 def test_truncated_png_is_refused():
     """A PNG cut in half fails as undecodable instead of crashing."""
     full = base64.b64decode(_png(Image.new("L", (64, 64), 128)))
-    with pytest.raises(InputError, match="cannot decode|not a PNG"):
+    with pytest.raises(InvalidRequest, match="cannot decode|not a PNG"):
         DECODER.from_base64(base64.b64encode(full[: len(full) // 2]).decode())
 
 
@@ -90,7 +94,6 @@ def test_decompression_bomb_header_is_refused_before_decoding():
     bomb = Image.new("1", (20_000, 20_000))  # 1-bit: tiny when compressed
     text = _png(bomb)
     assert len(text) < 100_000
-    decoder = InputDecoder((1, 28, 28), InputLimits(max_image_bytes=1 << 20))
-    with pytest.raises(InputError) as error:
+    decoder = InputDecoder((1, 28, 28), LimitsConfig(max_body_bytes=1 << 20))
+    with pytest.raises(TooLarge):
         decoder.from_base64(text)
-    assert error.value.status == 413
