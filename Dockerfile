@@ -18,14 +18,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_EXTRA_INDEX_URL=${PIP
 
 # Dependencies first, so source edits do not reinstall them (Makefile: $(STAMP))
 COPY pyproject.toml constraints.txt README.md ./
-RUN mkdir -p compression profiles serving tiergate \
+RUN mkdir -p tiergate \
  && echo '__version__ = "0.0.0"' > tiergate/__init__.py \
  && pip install -c constraints.txt . \
  && pip uninstall -y tiergate
 
-COPY compression compression
-COPY profiles profiles
-COPY serving serving
 COPY tiergate tiergate
 RUN pip install --no-deps -c constraints.txt . && chown -R tiergate /home/tiergate
 

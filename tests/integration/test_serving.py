@@ -278,7 +278,6 @@ def test_log_lines_carry_the_request_id_and_no_secret_or_payload(client, digits)
     import time
     from pathlib import Path
 
-    import ray
     from ray import serve
 
     secret, marker = "Bearer sk-never-log-me-0123456789", 0.123456789
@@ -293,10 +292,12 @@ def test_log_lines_carry_the_request_id_and_no_secret_or_payload(client, digits)
         ingress.set_fault.remote("int8", 0.0).result()
     assert response.status_code == 503
     request_id = response.headers["x-request-id"]
-    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    replica_logs = [Path(name) for name in ingress.log_files.remote().result()]
+    assert replica_logs, "the replica logs to no file"
+    logs = replica_logs[0].parent  # Ray Serve's log folder: every replica's and the proxy's
     deadline, lines = time.monotonic() + 10, []
     while time.monotonic() < deadline and not lines:
-        text = "\n".join(p.read_text(errors="replace") for p in logs.glob("replica_tiergate_Ingress_*.log"))
+        text = "\n".join(p.read_text(errors="replace") for p in replica_logs)
         lines = [line for line in text.splitlines() if "injected fault" in line and request_id in line]
         time.sleep(0.2)
     assert lines, f"no log line of request {request_id} about its failure in {logs}"

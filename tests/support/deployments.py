@@ -7,6 +7,7 @@ a Serve handle from inside the cluster (fault injection, a look at ``sys.modules
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from tests.support.chaos import inject_fault
@@ -26,6 +27,16 @@ class HookedIngress(IngressReplica):
         if not engine.local:
             raise TypeError(f"{variant} runs in its own deployment: set the fault there")
         inject_fault(engine, rate, delay_s)
+
+    def log_files(self) -> list[str]:
+        """The files this replica's log lines go to (Ray Serve's handlers)."""
+        files = []
+        for handler in logging.getLogger("ray.serve").handlers:
+            target = getattr(handler, "target", None)  # Serve buffers in a MemoryHandler
+            for candidate in (handler, target):
+                if isinstance(candidate, logging.FileHandler):
+                    files.append(candidate.baseFilename)
+        return files
 
     def modules(self) -> list[str]:
         """The top-level modules this replica's process has imported."""

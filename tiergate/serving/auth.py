@@ -123,7 +123,9 @@ class KeyRing:
             )
 
     @classmethod
-    def load(cls, config: AuthConfig, env_value: str | None = None) -> KeyRing:
+    def load(
+        cls, config: AuthConfig, env_value: str | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> KeyRing:
         """From ``config.keys_file``, else from ``env_value`` (the $TIERGATE_API_KEYS text)."""
         if config.keys_file is not None:
             text, source = Path(config.keys_file).read_text(), str(config.keys_file)
@@ -138,7 +140,7 @@ class KeyRing:
         entries = raw.get("keys") if isinstance(raw, dict) else raw
         if not isinstance(entries, list) or not entries:
             raise ValueError(f"{source}: expected a non-empty list under `keys:`")
-        return cls([KeySpec.model_validate(entry) for entry in entries])
+        return cls([KeySpec.model_validate(entry) for entry in entries], clock)
 
     def authenticate(self, authorization: str | None) -> Grant:
         if not authorization or not authorization.lower().startswith("bearer "):

@@ -72,13 +72,13 @@ class Replica:
         spec: ReplicaSpec,
         *,
         admission: Admission | None = None,
-        remote: Mapping[str, Engine] | None = None,
+        remote: Callable[[MenuRegistry], Mapping[str, Engine]] | None = None,
         metrics: Callable[[MenuRegistry], MetricsSink] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Replica:
-        """Open every variant of ``spec.menu`` in this process (or take the ``remote``
-        engines of the per_variant topology) into a fresh live menu. A variant that does not
-        load is marked failed; the reference (fp32) must load."""
+        """Open every variant of ``spec.menu`` in this process (or, per_variant topology,
+        take the engines ``remote`` makes for the new live menu) into a fresh live menu. A
+        variant that does not load is marked failed; the reference (fp32) must load."""
         serving, menu = spec.serving, spec.menu
         admission = admission if admission is not None else Admission(clock=clock)
         registry = MenuRegistry(MenuInfo.of(menu), reference=menu.variants[0].name, clock=clock)
@@ -94,9 +94,10 @@ class Replica:
             on_batch=sink.batch if sink else None,
             on_change=registry.changed,
         )
+        remote_engines = remote(registry) if remote is not None else None
         for entry in menu.variants:
             try:
-                engine = remote[entry.name] if remote is not None else opener.open(entry)
+                engine = remote_engines[entry.name] if remote_engines is not None else opener.open(entry)
             except (KeyError, CorruptArtifact, OSError) as error:
                 registry.fail(entry.name, f"did not load: {error}")
                 continue
