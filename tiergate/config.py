@@ -15,6 +15,7 @@ over an inherited environment variable (tiergate.settings).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +101,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             if not isinstance(block.setdefault(name, {}), dict):
                 raise ConfigError(f"{dotted}: {name} is not a section")
             block = block[name]
-        block[field] = value
+        block[field] = copy.deepcopy(value)  # never share the caller's mutable values
     cache_dir = settings.cache_dir_override()
     if cache_dir is not None:
         raw.setdefault("compress", {})["cache_dir"] = str(cache_dir)

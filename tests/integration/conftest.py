@@ -12,33 +12,21 @@ from pathlib import Path
 
 import pytest
 
-DIGITS_SERVE = """
-version: 1
-model:
-  name: digits-serve
-  blocks: [1, 1, 1, 1]
-  width: 16
-  train: {epochs: 10, lr: 0.1, schedule: onecycle, batch_size: 64}
-data: {source: digits, calibration_size: 128, validation_size: 200}
-compress:
-  cache_dir: CACHE
-  train_base_if_missing: true
-  finetune_samples: 1000
-  recipes:
-    int8: {method: int8, calibration_samples: 64}
-    distilled: {method: distill, width: 4, fit: {epochs: 4, lr: 0.1, schedule: onecycle, batch_size: 64}}
-  variants: [fp32, int8, distilled]
-profile: {batch_sizes: [1, 8], budget_s: 0.05, min_runs: 10, warmup_runs: 2}
-tiers:
-  fast: {max_latency_ms: 50.0, min_accuracy: 0.5}
-  accurate: {max_latency_ms: 1000.0, max_accuracy_drop: 0.0}
-  lenient: {max_latency_ms: 60000.0, min_accuracy: 0.5}  # the most accurate variant, whatever the load
-serving:
-  http: {host: 127.0.0.1, port: PORT}
-  batching: {max_batch_size: 8}
-  routing: {default_tier: accurate, replica_profile_budget_s: 0.05, variant_timeout_s: 0.5}
-  limits: {max_batch_images: 8, max_body_bytes: 200000}
-"""
+# the tiny digits menu (tests/conftest.py) served with small limits and three tiers
+SERVE_OVERRIDES = {
+    "tiers": {
+        "fast": {"max_latency_ms": 50.0, "min_accuracy": 0.5},
+        "accurate": {"max_latency_ms": 1000.0, "max_accuracy_drop": 0.0},
+        "lenient": {"max_latency_ms": 60000.0, "min_accuracy": 0.5},  # the most accurate, whatever the load
+    },
+    "serving.batching": {"max_batch_size": 8},
+    "serving.routing": {
+        "default_tier": "accurate",
+        "replica_profile_budget_s": 0.05,
+        "variant_timeout_s": 0.5,
+    },
+    "serving.limits": {"max_batch_images": 8, "max_body_bytes": 200000},
+}
 
 
 def _free_port() -> int:
@@ -62,9 +50,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_cluster(tmp_path_factory):
-    """(serving config, cache folder) of a Ray cluster with Serve's ingress up, for the
-    whole session; metrics are reported every second (Ray's default is 10 s)."""
+def serve_cluster():
+    """The serving config of a Ray cluster with Serve's ingress up, for the whole
+    session; metrics are reported every second (Ray's default is 10 s)."""
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     # HAProxy's stats and metrics ports are fixed (8404, 9101) unless moved: free ones here
@@ -85,24 +73,22 @@ def serve_cluster(tmp_path_factory):
     serving = ServingConfig(http={"port": _free_port(), "metrics_port": _free_port()})
     runtime.start_cluster(serving, num_cpus=2)
     try:
-        yield serving, tmp_path_factory.mktemp("serve-cache")
+        yield serving
     finally:
         runtime.stop()
         shutil.rmtree(haproxy, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def digits_config(serve_cluster, tmp_path_factory):
-    """A factory: the digits serving config with ``serving`` fields overridden by group,
-    e.g. ``make(admission={"max_in_flight": 1})`` sets serving.admission.max_in_flight."""
+def digits_config(serve_cluster):
+    """A factory: the tiny digits menu's serving config with ``serving`` fields overridden by
+    group, e.g. ``make(admission={"max_in_flight": 1})`` sets serving.admission.max_in_flight."""
+    from tests.conftest import tiny_config
     from tiergate.build import build_menu
-    from tiergate.config import load_config
 
-    serving, cache = serve_cluster
-    folder = tmp_path_factory.mktemp("serve-config")
-    path = folder / "config.yaml"
-    path.write_text(DIGITS_SERVE.replace("CACHE", str(cache)).replace("PORT", str(serving.http.port)))
-    build_menu(load_config(path))  # once, in the driver; replicas then read the cache
+    serving = serve_cluster
+    base = {**SERVE_OVERRIDES, "serving.http": {"host": "127.0.0.1", "port": serving.http.port}}
+    build_menu(tiny_config(overrides=base))  # once, in the driver; replicas then read the cache
 
     def make(**groups):
         overrides = {
@@ -110,7 +96,7 @@ def digits_config(serve_cluster, tmp_path_factory):
             for group, fields in groups.items()
             for key, value in fields.items()
         }
-        return load_config(path, overrides)
+        return tiny_config(overrides={**base, **overrides})
 
     return make
 

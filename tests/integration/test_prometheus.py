@@ -34,7 +34,7 @@ def gateway(digits_config):
 @pytest.fixture(scope="module")
 def prometheus(serve_cluster, tmp_path_factory):
     """A Prometheus scraping this session's Ray metrics port every second, with deploy/'s rules."""
-    serving, _ = serve_cluster
+    serving = serve_cluster
     folder = tmp_path_factory.mktemp("prometheus")
     shutil.copy(RULES, folder / "rules.yml")
     config = {

@@ -129,11 +129,11 @@ def test_open_inference_protocol_v2(client, digits):
     """v2 metadata, readiness and inference by variant, by tier and by the model's name."""
     assert client.get("/v2").json()["name"] == "tiergate"
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    meta = client.get("/v2/models/digits-serve").json()
+    meta = client.get("/v2/models/digits-tiny").json()
     assert meta["inputs"][0]["shape"] == [-1, 1, 8, 8] and meta["outputs"][0]["shape"] == [-1, 10]
     x = digits.test.x[:2]
     tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
-    for name, parameters in [("int8", {}), ("fast", {}), ("digits-serve", {"tier": "accurate"})]:
+    for name, parameters in [("int8", {}), ("fast", {}), ("digits-tiny", {"tier": "accurate"})]:
         response = client.post(
             f"/v2/models/{name}/infer", json={"inputs": [tensor], "parameters": parameters}
         )
@@ -158,8 +158,8 @@ def test_triton_http_client_works_unchanged(gateway_url, digits):
 
     client = triton.InferenceServerClient(url=gateway_url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("digits-serve")
-    assert client.get_model_metadata("digits-serve")["inputs"][0]["shape"] == [-1, 1, 8, 8]
+    assert client.is_model_ready("digits-tiny")
+    assert client.get_model_metadata("digits-tiny")["inputs"][0]["shape"] == [-1, 1, 8, 8]
     x = digits.test.x[:3]
     results = {}
     for binary in (True, False):
@@ -172,7 +172,7 @@ def test_triton_http_client_works_unchanged(gateway_url, digits):
     np.testing.assert_allclose(results[True], results[False], rtol=1e-5)
     tensor = triton.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x)
-    routed = client.infer("digits-serve", [tensor], parameters={"tier": "fast"})
+    routed = client.infer("digits-tiny", [tensor], parameters={"tier": "fast"})
     assert routed.as_numpy("logits").shape == (3, 10) and routed.get_response()["parameters"]["variant"]
 
 
@@ -205,7 +205,10 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(gateway_url, digits
         logits = sessions[body["variant"]].run(None, {"input": x})[0]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         scores = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
-        assert [p["index"] for p in body["predictions"]] == logits.argmax(1).tolist()
+        # the served class is a top class of this request's own logits (int8's quantized
+        # logits tie exactly at times, and a batch's summation order may break a tie either way)
+        served = [p["index"] for p in body["predictions"]]
+        np.testing.assert_allclose(logits[np.arange(len(x)), served], logits.max(axis=1), atol=1e-4)
         np.testing.assert_allclose([p["score"] for p in body["predictions"]], scores, rtol=1e-4, atol=1e-5)
 
 
