@@ -36,7 +36,7 @@ class QuantizeInt8(_Recipe):
     method: Literal["int8"] = "int8"
     calibration_samples: int = Field(512, ge=1)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    activations: Literal["uint8", "int8"] = "uint8"  # uint8 activations: 3.4x vs 1.2x for int8
+    activations: Literal["uint8", "int8"] = "uint8"  # uint8 ran far faster than int8 on x86
     per_channel: bool = True
 
 

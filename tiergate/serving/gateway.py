@@ -21,7 +21,7 @@ import numpy as np
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
-from tiergate.serving.engines import DeadlineExceeded, Ewma, QueueFull, RunSlots
+from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, RunSlots
 from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Unavailable, Unsatisfiable
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.registry import MenuRegistry, Variant
@@ -38,6 +38,17 @@ class RoutingSettings:
     latency_headroom: float  # route within this fraction of a latency bound
     failure_cooldown_s: float  # a variant that failed sits out this long
     request_timeout_s: float  # the longest any request waits for its answer
+
+
+@dataclass(frozen=True)
+class _View:
+    """The live menu as routing reads it, at one registry version."""
+
+    version: int
+    catalog: list[VariantProfile]
+    engines: dict[str, Engine]  # loaded (serving or demoted), by name
+    local: tuple[Engine, ...]  # of those, the ones in this process
+    reference_quality: float | None
 
 
 @dataclass(frozen=True)
@@ -67,16 +78,28 @@ class Gateway:
         self.run_slots, self.clock = run_slots, clock
         self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time a request spends outside the model
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
-        self._catalog: tuple[int, list[VariantProfile]] = (-1, [])
+        self._snapshot = _View(-1, [], {}, (), None)
 
     # -- the live menu, as routing sees it -----------------------------------------------------
+    def view(self) -> _View:
+        """What routing reads of the live menu, rebuilt only when the registry changed (every
+        request reads it)."""
+        snapshot, registry = self._snapshot, self.registry
+        if snapshot.version != registry.version:
+            engines = registry.loaded()
+            snapshot = _View(
+                registry.version,
+                [self._profile(v) for v in registry.measured()],
+                engines,
+                tuple(engine for engine in engines.values() if engine.local),
+                registry.reference_quality(),
+            )
+            self._snapshot = snapshot
+        return snapshot
+
     def catalog(self) -> list[VariantProfile]:
-        """A profile per measured, loaded variant (rebuilt only when the registry changed)."""
-        version, catalog = self._catalog
-        if version != self.registry.version:
-            catalog = [self._profile(v) for v in self.registry.measured()]
-            self._catalog = (self.registry.version, catalog)
-        return catalog
+        """A profile per measured, loaded variant."""
+        return self.view().catalog
 
     @staticmethod
     def _profile(variant: Variant) -> VariantProfile:
@@ -88,8 +111,9 @@ class Gateway:
         return VariantProfile(entry.name, entry.quality, dict(latency), ready=variant.routable)
 
     def live(self) -> dict[str, LiveStats]:
-        engines = self.registry.loaded()
-        shared = self._shared_wait_ms(engines)
+        view = self.view()
+        engines = view.engines
+        shared = self._shared_wait_ms(view.local)
         overhead_ms = self._overhead_ms.value
         return {
             name: LiveStats(
@@ -102,14 +126,13 @@ class Gateway:
             for name, engine in engines.items()
         }
 
-    def _shared_wait_ms(self, engines) -> float | None:
+    def _shared_wait_ms(self, local: tuple[Engine, ...]) -> float | None:
         """The wait a new run of an in-process variant has for one of the run slots they
         share: the run time queued on all of them, spread over the slots. Even with a slot
         free a run waits, since the cores are the event loop's too."""
         if self.run_slots is None:
             return None
-        work_ms = sum(engine.queued_work_ms() for engine in engines.values() if engine.local)
-        return work_ms / self.run_slots.size
+        return sum(engine.queued_work_ms() for engine in local) / self.run_slots.size
 
     # -- routing ---------------------------------------------------------------------------------
     def tier_of(self, request: schemas.RouteRequest) -> str | None:
@@ -128,7 +151,7 @@ class Gateway:
         if tier_name is not None and tier_name not in self.tiers:
             raise InvalidRequest(f"tier: unknown tier {tier_name!r}", field="tier", known=sorted(self.tiers))
         tier = self.tiers[tier_name] if tier_name else Tier()
-        reference = self.registry.reference_quality()
+        reference = self.view().reference_quality
         if reference is None:
             raise Unavailable("not ready: the reference variant is not measured yet", retry_after_s=5)
         return tier_name, constraints_for(tier, reference, request.slo, request.variant, request.strict)
@@ -245,7 +268,7 @@ class Gateway:
 
     async def _infer(self, name: str, x: np.ndarray, deadline: float, after: str = "") -> np.ndarray:
         """One run on ``name``'s engine; queue errors become the gateway's answers."""
-        engine = self.registry.get(name).engine
+        engine = self.view().engines.get(name)
         if engine is None:  # retired or failed between routing and here
             raise RuntimeError(f"{name} left the menu")
         try:

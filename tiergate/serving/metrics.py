@@ -7,9 +7,9 @@ replica on every node is exported by Ray's per-node metrics endpoint (names gain
     metrics.batch("int8", 8)                  # per ORT run (the engines call it)
     metrics.flush()                           # every second, off the request path
 
-Recording into Ray's metrics costs ~50 us a call, measured: a request only appends to a
-deque, and ``flush`` (run in a worker thread by the replica) aggregates counters and hands
-everything to Ray.
+Recording into Ray's metrics is slow per call, so a request only appends to a deque, and
+``flush`` (run in a worker thread by the replica) aggregates counters and hands everything
+to Ray.
 
 Series (as Prometheus sees them):
   ray_tiergate_requests_total{tier,variant,code}            every answered inference request
@@ -30,7 +30,7 @@ from collections import defaultdict, deque
 from collections.abc import Mapping
 
 from tiergate.profiles.tiers import Tier
-from tiergate.serving.registry import MenuRegistry, VariantState
+from tiergate.serving.registry import MenuRegistry
 from tiergate.serving.trace import Trace
 
 NONE = "none"  # label value when a request named no tier, or was refused before routing
@@ -168,10 +168,8 @@ class Metrics:
             return
         self._described, static = registry.version, []
         for variant in registry:
-            for state in VariantState:
-                static.append(
-                    (self.state, float(variant.state == state), {"variant": variant.name, "state": state})
-                )
+            # the current state only: Ray exports a gauge for the intervals it was set in
+            static.append((self.state, 1.0, {"variant": variant.name, "state": variant.state.value}))
             entry, engine = variant.entry, variant.engine
             if entry is None or engine is None:
                 continue

@@ -46,8 +46,7 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
     # Ray runs replica code on a second event loop in its own thread by default, shielding
     # Ray's loop from user code that blocks; tiergate's blocks at most for one short model
     # run (serving.batching.inline_run_max_ms; longer runs and image decoding are in worker
-    # threads), and the hop between the loops costs each request
-    # CPU: measured, refusals 1.7x and answers ~1.15x cheaper on the replica's own loop
+    # threads), and the hop between the loops costs each request CPU (BENCHMARKS.md)
     RayFlag("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", _always("0")),
     RayFlag(
         "RAY_SERVE_ENABLE_HA_PROXY",
@@ -59,7 +58,7 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
     RayFlag("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", _with_haproxy("2")),
     RayFlag("RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S", _with_haproxy("5")),
     # HAProxy logs each request to a socket that Ray parses in Python for its
-    # ray_serve_num_http_requests_* series: measured ~0.3 ms of a request at concurrency 1
+    # ray_serve_num_http_requests_* series, a cost on every request (BENCHMARKS.md)
     RayFlag(
         "RAY_SERVE_HAPROXY_METRICS_ENABLED",
         lambda serving: (

@@ -65,6 +65,7 @@ class Replica:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
         self.admission, self.keys, self.metrics = admission, keys, metrics
         self.limits = Limits.from_config(spec.serving)
+        self._draining: set[asyncio.Task] = set()  # old engines answering what they hold
 
     @classmethod
     def build(
@@ -122,7 +123,11 @@ class Replica:
         known = self.registry.get(entry.name)
         if known is not None and known.loaded:
             old = self.registry.replace(entry, engine)
-            asyncio.get_running_loop().create_task(drain(old, self.spec.serving.ray.shutdown_timeout_s))
+            task = asyncio.get_running_loop().create_task(
+                drain(old, self.spec.serving.ray.shutdown_timeout_s)
+            )
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
             return "replaced"
         self.registry.add(entry, engine)
         return "added"

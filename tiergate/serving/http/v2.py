@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tiergate import __version__
 from tiergate.serving import schemas
 from tiergate.serving.errors import InvalidRequest, MalformedRequest, NotFound
-from tiergate.serving.gateway import Gateway
+from tiergate.serving.gateway import Gateway, Outcome
 from tiergate.serving.http.access import Access
 from tiergate.serving.http.errors import problems
 from tiergate.serving.http.v1 import VARIANT_HEADER
@@ -105,29 +105,34 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         except ValidationError as error:
             raise InvalidRequest(problems(error.errors(), prefix="parameters"), field="parameters") from None
         outcome = await current.run(x, route, trace=request.state.trace)
-        logits = np.ascontiguousarray(outcome.logits, dtype=np.float32)
-        output: dict[str, Any] = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape)}
-        if not body.wants_binary_output():
-            output["data"] = logits.ravel().tolist()
-        else:
-            output["parameters"] = {"binary_data_size": logits.nbytes}
-        header = {
-            "model_name": name,
-            "model_version": outcome.variant,
-            "id": request_id,
-            "parameters": {"variant": outcome.variant, "reason": outcome.decision.reason,
-                           "latency_ms": outcome.latency_ms, "slo_met": outcome.slo_met},
-            "outputs": [output],
-        }  # fmt: skip
-        if not body.wants_binary_output():
-            return Response(orjson.dumps(header), media_type="application/json",
-                            headers={VARIANT_HEADER: outcome.variant})  # fmt: skip
-        encoded = orjson.dumps(header)
-        return Response(
-            encoded + logits.tobytes(),
-            media_type="application/octet-stream",
-            headers={BINARY_HEADER: str(len(encoded)), VARIANT_HEADER: outcome.variant},
-        )
+        return _answer(name, request_id, outcome, body.wants_binary_output())
+
+
+def _answer(name: str, request_id: str, outcome: Outcome, binary: bool) -> Response:
+    """The v2 inference response: JSON, or a JSON header followed by the raw logits."""
+    logits = np.ascontiguousarray(outcome.logits, dtype=np.float32)
+    output: dict[str, Any] = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape)}
+    if not binary:
+        output["data"] = logits.ravel().tolist()
+    else:
+        output["parameters"] = {"binary_data_size": logits.nbytes}
+    header = {
+        "model_name": name,
+        "model_version": outcome.variant,
+        "id": request_id,
+        "parameters": {"variant": outcome.variant, "reason": outcome.decision.reason,
+                       "latency_ms": outcome.latency_ms, "slo_met": outcome.slo_met},
+        "outputs": [output],
+    }  # fmt: skip
+    if not binary:
+        return Response(orjson.dumps(header), media_type="application/json",
+                        headers={VARIANT_HEADER: outcome.variant})  # fmt: skip
+    encoded = orjson.dumps(header)
+    return Response(
+        encoded + logits.tobytes(),
+        media_type="application/octet-stream",
+        headers={BINARY_HEADER: str(len(encoded)), VARIANT_HEADER: outcome.variant},
+    )
 
 
 def _parse_v2(raw: bytes, header_length: str | None) -> tuple[V2InferRequest, bytes]:
