@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.support.chaos import inject_fault
-from tests.unit.serving.live import replica_for
+from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.errors import NotFound
 from tiergate.serving.registry import VariantState

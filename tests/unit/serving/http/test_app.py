@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.unit.serving.live import replica_for
+from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.http import VARIANT_HEADER, create_app
 
