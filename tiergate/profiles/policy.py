@@ -18,7 +18,7 @@ clock, no I/O, so the serving layer stays a thin shell around it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -89,6 +89,16 @@ def service_time_ms(profile: VariantProfile, batch_size: int) -> float:
     return profile.latency_ms[low] * (1 - weight) + profile.latency_ms[high] * weight
 
 
+def batches_ms(images: int, max_batch_size: int, at_once: int, run_ms: Callable[[int], float]) -> float:
+    """Run time for ``images`` in full batches of ``max_batch_size`` (the last as long as a
+    full one: a batch is never split across runs), ``at_once`` batches running together,
+    each taking ``run_ms(batch size)``. 0 for no images."""
+    if not images:
+        return 0.0
+    rounds = math.ceil(math.ceil(images / max_batch_size) / at_once)
+    return rounds * run_ms(min(images, max_batch_size))
+
+
 def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int = 1) -> float:
     """Service time (scaled by the variant's recent slowdown against its profile), plus the
     wait for a place to run (behind the batches already in flight on it, or the shared
@@ -102,8 +112,9 @@ def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int
     service = service_time_ms(profile, batch_size) * live.slowdown
     if live.shared_wait_ms is not None:
         return service + live.shared_wait_ms + live.overhead_ms
-    batches_ahead = math.ceil(live.in_flight / (max(1, live.replicas) * batch_size))
-    return service * (1 + batches_ahead) + live.overhead_ms
+    # the requests in flight, batch_size images each, run by the replicas together
+    queued_ms = batches_ms(live.in_flight, batch_size, max(1, live.replicas), lambda _: service)
+    return service + queued_ms + live.overhead_ms
 
 
 def at_rest(live: LiveStats) -> LiveStats:

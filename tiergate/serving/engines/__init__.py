@@ -11,8 +11,8 @@
 engines' own; the gateway turns them into its answers.
 """
 
+from tiergate.profiles.policy import batches_ms
 from tiergate.serving.engines.base import Engine
-from tiergate.serving.engines.batching import batches_ms
 from tiergate.serving.engines.errors import (
     CorruptArtifact,
     DeadlineExceeded,

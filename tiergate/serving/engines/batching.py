@@ -1,35 +1,22 @@
-"""An in-process engine's queue: how waiting requests form a batch, and the one estimate
-of how long queued work takes to run.
+"""An in-process engine's queue: how waiting requests form a batch.
 
-    batches_ms(images=40, max_batch_size=8, at_once=2, run_ms=lambda b: 50.0)  # 150.0
     batch = take_batch(pending, max_batch_size=32, run_s=0.004, name="int8")
 
-``VariantEngine.expected_wait_ms`` (its deadline check) and ``queued_work_ms`` (the shared
-wait the gateway predicts for every in-process variant) both count their queue with
-``batches_ms``.
+How long queued work takes is the routing policy's one estimate,
+``tiergate.profiles.policy.batches_ms``: ``VariantEngine.expected_wait_ms`` (its deadline
+check), ``queued_work_ms`` (the shared wait the gateway predicts for every in-process
+variant) and the policy's wait for a remote variant all use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from tiergate.serving.engines.errors import DeadlineExceeded
-
-
-def batches_ms(images: int, max_batch_size: int, at_once: int, run_ms: Callable[[int], float]) -> float:
-    """Run time for ``images`` in full batches of ``max_batch_size`` (the last as long as a
-    full one: a batch is never split across runs), ``at_once`` batches running together,
-    each taking ``run_ms(batch size)``. 0 for no images."""
-    if not images:
-        return 0.0
-    rounds = math.ceil(math.ceil(images / max_batch_size) / at_once)
-    return rounds * run_ms(min(images, max_batch_size))
 
 
 @dataclass

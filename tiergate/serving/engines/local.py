@@ -28,8 +28,8 @@ import onnxruntime as ort
 
 from tiergate.compression.cache import file_sha256
 from tiergate.profiles.measure import measure_latency, open_session
-from tiergate.profiles.policy import VariantProfile, service_time_ms
-from tiergate.serving.engines.batching import Pending, batches_ms, take_batch
+from tiergate.profiles.policy import VariantProfile, batches_ms, service_time_ms
+from tiergate.serving.engines.batching import Pending, take_batch
 from tiergate.serving.engines.errors import CorruptArtifact, DeadlineExceeded, QueueFull, VariantFailed
 from tiergate.serving.engines.run_slots import RunSlots
 from tiergate.serving.engines.stats import LiveCounters
