@@ -67,12 +67,14 @@ class IngressReplica:
                 loop.create_task(watch_keys(self.replica.reload_keys, watch, auth.watch_interval_s))
             )
         PROCESS_DOOR.install(self.replica.limits, on_refusal=lambda: self.replica.record(Trace(), 503))
-        freeze_startup_objects()
         log.info("tiergate replica ready with %d variants", len(self.replica.registry.loaded()))
 
     def __serve_build_asgi_app__(self):
-        """Ray Serve builds the HTTP app once the constructor has run (``serve.ingress()``)."""
-        return create_app(self.replica)
+        """Ray Serve builds the HTTP app once the constructor has run (``serve.ingress()``);
+        then everything alive is start-up state, kept out of the garbage collector's scans."""
+        app = create_app(self.replica)
+        freeze_startup_objects()
+        return app
 
 
 class VariantReplica:
