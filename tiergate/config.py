@@ -16,6 +16,7 @@ over an inherited environment variable (tiergate.settings).
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ from tiergate.compression import DataConfig, ModelConfig, Recipe, default_recipe
 from tiergate.profiles import ProfileConfig
 from tiergate.profiles.tiers import Tier, default_tiers
 from tiergate.serving.config import ServingConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_VARIANTS = ["fp32", "int8", "pruned", "distilled", "lowrank", "pruned+int8", "distilled+int8"]
 
@@ -83,7 +86,11 @@ class AppConfig(BaseModel):
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AppConfig:
-    """Read, merge ``overrides`` (dotted keys like ``model.weights``), resolve paths, validate."""
+    """Read, merge ``overrides`` (dotted keys like ``model.weights``), resolve paths, validate.
+    Values taken from tiergate's environment variables are logged (they are documented
+    overrides: $TIERGATE_CONFIG when no path is given, $TIERGATE_CACHE_DIR over the file)."""
+    if path is None and settings.config_path() != settings.DEFAULT_CONFIG:
+        log.info("config: %s (from $TIERGATE_CONFIG)", settings.config_path())
     path = Path(path or settings.config_path())
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -105,6 +112,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     cache_dir = settings.cache_dir_override()
     if cache_dir is not None:
         raw.setdefault("compress", {})["cache_dir"] = str(cache_dir)
+        log.info("compress.cache_dir: %s (from $TIERGATE_CACHE_DIR)", cache_dir)
     try:
         return AppConfig.model_validate(raw)
     except ValidationError as error:
