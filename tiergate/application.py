@@ -16,7 +16,7 @@ from typing import Any
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from tiergate.build import build_menu
+from tiergate.build import build_menu, menu_files
 from tiergate.compression.data import DataConfig
 from tiergate.config import AppConfig, load_config
 from tiergate.profiles.menu import Menu
@@ -26,11 +26,14 @@ from tiergate.serving.inputs import Preprocess
 from tiergate.serving.replica import ReplicaSpec
 
 
-def replica_spec(config: AppConfig, menu: Menu) -> ReplicaSpec:
-    """What every serving replica is built from."""
+def replica_spec(config: AppConfig, menu: Menu, manifest: Path | None = None) -> ReplicaSpec:
+    """What every serving replica is built from; ``manifest``: the menu file replicas watch
+    (default: the one ``tiergate compress`` writes for this config)."""
+    manifest = manifest if manifest is not None else menu_files(config).manifest
     return ReplicaSpec(
-        serving=config.serving, tiers=config.tiers, preprocess=preprocess(config.data), menu=menu
-    )
+        serving=config.serving, tiers=config.tiers, preprocess=preprocess(config.data), menu=menu,
+        manifest=str(manifest),
+    )  # fmt: skip
 
 
 def preprocess(data: DataConfig) -> Preprocess:
@@ -45,13 +48,16 @@ def build_application(
     menu: Menu | None = None,
     ingress: Deployment = Ingress,
     variant: Deployment = VariantServer,
+    manifest: Path | None = None,
 ) -> Application:
     """The application for ``config``: the menu (``menu``, else built or read from the
     cache here) bound to the ingress deployment and, in the per_variant topology, one
     deployment per variant. ``ingress``/``variant``: other deployments of the same
-    replica classes (tests add fault hooks this way)."""
+    replica classes (tests add fault hooks this way); ``manifest``: the menu file the
+    replicas watch and follow (default: the config's, which ``tiergate compress`` writes)."""
     serving = config.serving
-    spec = replica_spec(config, menu if menu is not None else build_menu(config)).model_dump(mode="json")
+    menu = menu if menu is not None else build_menu(config)
+    spec = replica_spec(config, menu, manifest).model_dump(mode="json")
     variants = None
     if serving.ray.topology == "per_variant":
         variants = {

@@ -9,6 +9,7 @@ that decides how Ray is started (used by ``tiergate serve``, the tests and the b
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tiergate.config import AppConfig
@@ -55,14 +56,17 @@ def deploy(
     route_prefix: str = "/",
     menu: Menu | None = None,
     deployments: dict[str, Deployment] | None = None,
+    manifest: Path | None = None,
 ) -> str:
     """Deploy (or redeploy) the application and wait until every replica is ready.
-    ``deployments``: ``ingress``/``variant`` deployments other than the defaults."""
+    ``deployments``: ``ingress``/``variant`` deployments other than the defaults;
+    ``manifest``: the menu file the replicas watch, other than the config's."""
     from ray import serve
 
     from tiergate.application import build_application
 
-    serve.run(build_application(config, menu, **(deployments or {})), name=name, route_prefix=route_prefix)
+    application = build_application(config, menu, manifest=manifest, **(deployments or {}))
+    serve.run(application, name=name, route_prefix=route_prefix)
     serving = config.serving
     return f"http://{serving.http.host}:{serving.http.port}{route_prefix.rstrip('/')}"
 

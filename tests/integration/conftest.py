@@ -101,15 +101,15 @@ def digits_config(serve_cluster):
     return make
 
 
-def deployed(config, name: str, route_prefix: str):
+def deployed(config, name: str, route_prefix: str, **options):
     """Deploy ``config`` as application ``name`` (with the test hooks: ``set_fault``,
-    ``modules``); yields its base URL, deletes it after."""
+    ``modules``; ``options`` for ``runtime.deploy``); yields its base URL, deletes it after."""
     from ray import serve
 
     from tests.support.deployments import HOOKED
     from tiergate import runtime
 
-    url = runtime.deploy(config, name=name, route_prefix=route_prefix, deployments=HOOKED)
+    url = runtime.deploy(config, name=name, route_prefix=route_prefix, deployments=HOOKED, **options)
     try:
         yield url
     finally:

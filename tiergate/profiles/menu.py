@@ -7,6 +7,7 @@ Menu(model="m", ..., variants=entries).write(Path("manifest.json"))
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,8 +67,11 @@ class Menu(BaseModel):
     skipped: dict[str, str] = Field(default_factory=dict)  # name -> why it was not built
 
     def write(self, path: Path) -> None:
+        """Replace ``path`` in one step: a serving replica reading it never sees half a menu."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=2))
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(self.model_dump_json(indent=2))
+        os.replace(partial, path)
 
     @classmethod
     def read(cls, path: Path) -> Menu:

@@ -169,25 +169,3 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._grants)
-
-
-class KeyFileWatch:
-    """Whether the keys file's content changed since the last look (by digest, not mtime: a
-    Kubernetes Secret volume swaps a symlink, and an editor may keep the mtime)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._seen = self._digest()
-
-    def _digest(self) -> str | None:
-        try:
-            return hashlib.sha256(self.path.read_bytes()).hexdigest()
-        except OSError:
-            return None  # gone for a moment (being replaced): not a change to act on
-
-    def changed(self) -> bool:
-        current = self._digest()
-        if current is None or current == self._seen:
-            return False
-        self._seen = current
-        return True

@@ -137,6 +137,11 @@ class RoutingConfig(BaseModel):
     profile_in_replica: bool = Field(
         True, description="time each variant inside the serving replica at start-up and route on that"
     )
+    menu_watch_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="how often each replica re-reads the menu manifest and applies changes; 0: never",
+    )
     replica_profile_budget_s: float = Field(
         0.2, gt=0, description="batch-1 timing per variant and pass in the replica (two passes, faster kept)"
     )

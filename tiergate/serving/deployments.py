@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from tiergate.serving.auth import KeyFileWatch
 from tiergate.serving.engines import VariantEngine
+from tiergate.serving.filewatch import FileWatch
 from tiergate.serving.frontdoor import PROCESS_DOOR
 from tiergate.serving.http import create_app
 from tiergate.serving.loading import engine_settings, remote_engines, retime, time_remote_variants
@@ -32,7 +32,7 @@ from tiergate.serving.logs import route_into_serve_log
 from tiergate.serving.metrics import Metrics
 from tiergate.serving.replica import Replica, ReplicaSpec
 from tiergate.serving.trace import Trace
-from tiergate.serving.upkeep import freeze_startup_objects, report_metrics, watch_keys
+from tiergate.serving.upkeep import freeze_startup_objects, report_metrics, watch_keys, watch_menu
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,11 @@ class IngressReplica:
         if auth.enabled and auth.keys_file is not None and auth.watch_interval_s > 0:
             # before the keys load: a change during the seconds of start-up that follow is
             # then seen as a change, not taken for what was loaded
-            watch = KeyFileWatch(auth.keys_file)
+            watch = FileWatch(auth.keys_file)
+        menu_watch = None
+        interval_s = spec.serving.routing.menu_watch_interval_s
+        if spec.manifest is not None and variants is None and interval_s > 0:
+            menu_watch = FileWatch(Path(spec.manifest))  # before the menu is loaded, as the keys
         remote = None
         if variants is not None:
             timed = await time_remote_variants(variants, spec.serving)
@@ -66,6 +70,8 @@ class IngressReplica:
             self._tasks.append(
                 loop.create_task(watch_keys(self.replica.reload_keys, watch, auth.watch_interval_s))
             )
+        if menu_watch is not None:
+            self._tasks.append(loop.create_task(watch_menu(self.replica.reconcile, menu_watch, interval_s)))
         PROCESS_DOOR.install(self.replica.limits, on_refusal=lambda: self.replica.record(Trace(), 503))
         log.info("tiergate replica ready with %d variants", len(self.replica.registry.loaded()))
 

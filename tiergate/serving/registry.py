@@ -161,7 +161,7 @@ class MenuRegistry:
         state = current.state if old is not None else VariantState.SERVING
         self._set(Variant(entry.name, state, entry, engine, current.reason if old else ""))
         log.info("variant %s replaced (now %s)", entry.name, entry.sha256[:12])
-        return old
+        return old if old is not engine else None  # a new profile for the same engine
 
     def demote(self, name: str, reason: str) -> None:
         """Leave a loaded variant out of routing (a pin still reaches it)."""

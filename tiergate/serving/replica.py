@@ -43,6 +43,7 @@ class ReplicaSpec(BaseModel):
     tiers: dict[str, Tier]
     preprocess: Preprocess
     menu: Menu
+    manifest: str | None = None  # the menu's manifest file, watched for changes (colocated)
 
 
 class MetricsSink(Protocol):
@@ -131,6 +132,29 @@ class Replica:
             return "replaced"
         self.registry.add(entry, engine)
         return "added"
+
+    async def reconcile(self, menu: Menu) -> dict[str, list[str]]:
+        """Make the live menu match ``menu``: new variants join, variants whose artifact
+        changed (sha256) are swapped in, re-measured ones take their new figures, and
+        variants no longer listed are retired. The requests in flight are all answered."""
+        changes: dict[str, list[str]] = {"added": [], "replaced": [], "remeasured": [], "retired": []}
+        for entry in menu.variants:
+            current = self.registry.get(entry.name)
+            if current is not None and current.loaded and current.entry.sha256 == entry.sha256:
+                if current.entry != entry:
+                    self.registry.replace(entry, current.engine)
+                    changes["remeasured"].append(entry.name)
+                continue
+            try:
+                changes[await self.load_variant(entry)].append(entry.name)
+            except (CorruptArtifact, OSError) as error:
+                log.error("variant %s not loaded from the new menu: %s", entry.name, error)
+        wanted = {entry.name for entry in menu.variants}
+        for variant in self.registry:
+            if variant.loaded and variant.name not in wanted and variant.name != self.registry.reference:
+                await self.retire_variant(variant.name, "no longer in the menu")
+                changes["retired"].append(variant.name)
+        return changes
 
     async def retire_variant(self, name: str, reason: str) -> None:
         """Take ``name`` off the menu; it answers what it holds, then closes."""

@@ -1,8 +1,9 @@
-"""A serving replica's background loops: hand metrics to Ray every second, and reload the
-API keys when their file changes.
+"""A serving replica's background loops: hand metrics to Ray every second, reload the API
+keys when their file changes, and apply a changed menu manifest to the live menu.
 
     loop.create_task(report_metrics(metrics))
-    loop.create_task(watch_keys(replica.reload_keys, KeyFileWatch(path), interval_s=5))
+    loop.create_task(watch_keys(replica.reload_keys, FileWatch(path), interval_s=5))
+    loop.create_task(watch_menu(replica.reconcile, FileWatch(manifest), interval_s=2))
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from tiergate.serving.auth import KeyFileWatch
+from tiergate.profiles.menu import Menu
+from tiergate.serving.filewatch import FileWatch
 from tiergate.serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ async def report_metrics(metrics: Metrics, every_s: float = 1.0) -> None:
             log.exception("metrics flush failed")
 
 
-async def watch_keys(reload: Callable[[], int], watch: KeyFileWatch, interval_s: float) -> None:
+async def watch_keys(reload: Callable[[], int], watch: FileWatch, interval_s: float) -> None:
     """Reload the keys whenever the file's content changes. Every replica runs this, so a key
     removed from the file stops working on all of them within ``interval_s``."""
     while True:
@@ -40,6 +42,23 @@ async def watch_keys(reload: Callable[[], int], watch: KeyFileWatch, interval_s:
             reload()
         except Exception as error:  # the watch must outlive any bad file
             log.error("%s changed but did not load: %s", watch.path, error)
+
+
+async def watch_menu(
+    reconcile: Callable[[Menu], Awaitable[dict[str, list[str]]]], watch: FileWatch, interval_s: float
+) -> None:
+    """Apply the menu manifest whenever its content changes (``tiergate compress`` rewrote
+    it, say). Every replica runs this, so every replica follows the same file."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if not watch.changed():
+            continue
+        try:
+            changes = await reconcile(Menu.read(watch.path))
+        except Exception as error:  # the watch must outlive any bad manifest
+            log.error("%s changed but was not applied: %s", watch.path, error)
+            continue
+        log.info("menu %s applied: %s", watch.path, {k: v for k, v in changes.items() if v} or "no change")
 
 
 def freeze_startup_objects() -> None:

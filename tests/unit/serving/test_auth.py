@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.support.engines import FakeClock
-from tiergate.serving.auth import AuthConfig, KeyFileWatch, KeyRing, KeySpec, digest
+from tiergate.serving.auth import AuthConfig, KeyRing, KeySpec, digest
 from tiergate.serving.errors import Forbidden, RateLimited, Unauthenticated
 
 FREE = "free-key-0123456789abcdef"
@@ -91,23 +91,6 @@ def test_a_reload_keeps_each_remaining_keys_token_bucket():
     with pytest.raises(RateLimited):
         after.authenticate(f"Bearer {FREE}").take()
     after.authenticate(f"Bearer {ADMIN}").take()  # the new key's bucket is full
-
-
-def test_key_file_watch_reports_a_content_change_once_and_ignores_a_missing_file(tmp_path):
-    """changed() is true once after the content changes (not for a rewrite of the same bytes),
-    and false while the file is missing."""
-    path = tmp_path / "keys.yaml"
-    path.write_text("keys: [a]")
-    watch = KeyFileWatch(path)
-    assert not watch.changed()
-    path.write_text("keys: [a]")
-    assert not watch.changed()
-    path.write_text("keys: [b]")
-    assert watch.changed() and not watch.changed()
-    path.unlink()
-    assert not watch.changed()
-    path.write_text("keys: [c]")
-    assert watch.changed()
 
 
 def test_a_keys_file_that_does_not_parse_is_named_in_the_error(tmp_path):

@@ -100,3 +100,32 @@ def test_a_retired_variant_drains_then_leaves_routing(tiny_menu, digits):
     assert replica.registry.get("distilled").state == VariantState.RETIRED
     assert "distilled" not in [p.name for p in replica.gateway.catalog()]
     assert replica.gateway.route(RouteRequest(tier="any")).variant in {"fp32", "int8"}
+
+
+def test_reconcile_follows_a_changed_menu(tiny_menu, digits):
+    """reconcile() swaps a variant whose artifact changed, retires one no longer listed, takes
+    new figures for one re-measured, adds one that appeared, and every request is answered."""
+    fp32, int8, distilled = tiny_menu.variants
+    replica = replica_for(tiny_menu, TIERS)
+    # int8's name now on another artifact (distilled's file), distilled gone, fp32 re-measured
+    changed = tiny_menu.model_copy(update={"variants": [
+        fp32.model_copy(update={"accuracy": 0.5}),
+        distilled.model_copy(update={"name": "int8", "recipe": ["int8"]}),
+    ]})  # fmt: skip
+    request = PredictRequest(inputs=digits.test.x[:1].tolist(), variant="int8")
+
+    async def scenario():
+        stop, answers = asyncio.Event(), []
+        streams = [asyncio.create_task(_stream(replica, request, stop, answers)) for _ in range(2)]
+        first = await replica.reconcile(changed)
+        back = await replica.reconcile(tiny_menu)
+        stop.set()
+        await asyncio.gather(*streams)
+        return first, back, answers
+
+    first, back, answers = asyncio.run(scenario())
+    assert first == {"added": [], "replaced": ["int8"], "remeasured": ["fp32"], "retired": ["distilled"]}
+    assert back == {"added": ["distilled"], "replaced": ["int8"], "remeasured": ["fp32"], "retired": []}
+    assert replica.registry.get("int8").entry.sha256 == int8.sha256
+    assert replica.registry.get("fp32").entry.accuracy == fp32.accuracy
+    assert answers and not [a for a in answers if isinstance(a, Exception)]
