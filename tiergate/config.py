@@ -10,7 +10,7 @@ are resolved against the config file's folder.
 Each model records which of its fields the file or an override gave (pydantic's
 ``model_fields_set``), as opposed to those left at their defaults:
 ``config.serving.is_set("ray.ingress")``. A Ray flag that follows from a field set so wins
-over an inherited environment variable (tiergate.settings).
+over an inherited environment variable (tiergate.serving.ray_env).
 """
 
 from __future__ import annotations

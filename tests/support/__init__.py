@@ -1,2 +1,2 @@
-"""Helpers for the tests (and the chaos hooks of the Ray deployments): never imported by
-production code paths except those hooks."""
+"""Helpers for the tests: fault injection, hooked deployments, in-process replicas, fake
+clocks. Production code never imports them."""

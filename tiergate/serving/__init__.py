@@ -4,8 +4,8 @@ HTTP layer (/v1, v2, admin) and thin Ray Serve deployments around them.
 
 Layers, each importing only from those before it:
 ``engines``, ``registry``, ``inputs``, ``errors`` → ``gateway`` → ``replica`` → ``http`` →
-``deployments``. The core knows neither Ray nor HTTP; ``http.errors`` alone maps errors
-to statuses.
+``deployments``. The core imports neither FastAPI nor Starlette (Ray only in the remote
+engine); ``http.errors`` alone maps errors to statuses.
 
     replica = Replica.build(ReplicaSpec(serving=..., tiers=..., preprocess=..., menu=menu))
     response = await replica.gateway.predict(PredictRequest(inputs=x, tier="fast"), request_id)

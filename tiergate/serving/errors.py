@@ -1,7 +1,7 @@
 """What can go wrong with a request, in the gateway's own terms: none of these know HTTP.
 ``tiergate.serving.http.errors`` is the one place that maps them to statuses and bodies.
 
-    raise UnknownTier("tier: unknown tier 'turbo'", field="tier", known=["fast", ...])
+    raise InvalidRequest("tier: unknown tier 'turbo'", field="tier", known=["fast", ...])
 
 Each error's message names the problem and the field or value at fault; ``details`` are
 extra fields for the answer's body (``known`` names, ``best_accuracy``, ...).

@@ -24,7 +24,8 @@ from tiergate.serving import schemas
 from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, RunSlots
 from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Unavailable, Unsatisfiable
 from tiergate.serving.inputs import InputDecoder
-from tiergate.serving.registry import MenuRegistry, Variant
+from tiergate.serving.predictions import predictions
+from tiergate.serving.registry import MenuRegistry, Variant, VariantState
 from tiergate.serving.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ class RoutingSettings:
     latency_headroom: float  # route within this fraction of a latency bound
     failure_cooldown_s: float  # a variant that failed sits out this long
     request_timeout_s: float  # the longest any request waits for its answer
+
+
+class _Superseded(RuntimeError):
+    """The variant's engine was swapped or retired while the request was inside it."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class Gateway:
             engines = registry.loaded()
             snapshot = _View(
                 registry.version,
-                [self._profile(v) for v in registry.measured()],
+                [self._profile(v) for v in registry.known()],
                 engines,
                 tuple(engine for engine in engines.values() if engine.local),
                 registry.reference_quality(),
@@ -98,14 +103,14 @@ class Gateway:
         return snapshot
 
     def catalog(self) -> list[VariantProfile]:
-        """A profile per measured, loaded variant."""
+        """A profile per measured variant not retired; ``ready`` only for those routed to."""
         return self.view().catalog
 
     @staticmethod
     def _profile(variant: Variant) -> VariantProfile:
         """p95 per batch size as timed in the serving process, else the menu's profile."""
         engine, entry = variant.engine, variant.entry
-        latency = engine.latency_p95_ms if engine is not None else None
+        latency = engine.latency_p95_ms if engine is not None and variant.loaded else None
         if not latency:
             latency = {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
         return VariantProfile(entry.name, entry.quality, dict(latency), ready=variant.routable)
@@ -145,7 +150,7 @@ class Gateway:
 
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
         if request.variant is not None and self._measured(request.variant) is None:
-            known = sorted(v.name for v in self.registry.measured())
+            known = sorted(v.name for v in self.registry.known())
             raise NotFound(f"variant: unknown variant {request.variant!r}", field="variant", known=known)
         tier_name = self.tier_of(request)
         if tier_name is not None and tier_name not in self.tiers:
@@ -165,6 +170,8 @@ class Gateway:
         now = self.clock()
         cooling = {name for name, until in self._avoid_until.items() if until > now}
         catalog = [p for p in self.catalog() if p.name not in exclude]
+        if request.variant is not None:  # a pin reaches a demoted variant too
+            catalog = [replace(p, ready=True) if self._pinnable(p) else p for p in catalog]
         live = self.live()
         if cooling and request.variant is None:
             # a variant that just failed sits out a cool-down, unless nothing else meets the floor
@@ -185,7 +192,16 @@ class Gateway:
 
     def _measured(self, name: str) -> Variant | None:
         variant = self.registry.get(name)
-        return variant if variant is not None and variant.entry is not None and variant.loaded else None
+        known = variant is not None and variant.entry is not None and variant.state != VariantState.RETIRED
+        return variant if known else None
+
+    def _pinnable(self, profile: VariantProfile) -> bool:
+        engine = self.view().engines.get(profile.name)
+        return not profile.ready and engine is not None and engine.available
+
+    def _quality(self, name: str) -> float:
+        """The variant's quality as routing saw it (read before any await)."""
+        return next(p.quality for p in self.view().catalog if p.name == name)
 
     def _decided(
         self, request: schemas.RouteRequest, trace: Trace, exclude: frozenset[str] = frozenset()
@@ -245,6 +261,7 @@ class Gateway:
         trace.tier = self.known_tier(request)
         routed = request.model_copy(update={"batch_size": len(x)})
         decision = self._decided(routed, trace)
+        quality = self._quality(decision.variant)
         if self.run_slots is not None:
             self.run_slots.saw_bound(decision.max_latency_ms)
         infer_started = time.perf_counter()
@@ -257,9 +274,8 @@ class Gateway:
             raise
         except Exception as error:
             failed = decision.variant
-            decision, logits = await self._retry(routed, x, deadline, failed, error, trace)
+            decision, logits, quality = await self._retry(routed, x, deadline, failed, error, trace)
         latency_ms = (time.perf_counter() - started) * 1000
-        quality = self.registry.get(decision.variant).quality
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
         )
@@ -270,39 +286,49 @@ class Gateway:
         """One run on ``name``'s engine; queue errors become the gateway's answers."""
         engine = self.view().engines.get(name)
         if engine is None:  # retired or failed between routing and here
-            raise RuntimeError(f"{name} left the menu")
+            raise _Superseded(f"{name} left the menu")
         try:
             return await engine.infer(x, deadline)
         except QueueFull as error:
             raise Overloaded(f"{after}overloaded: {error}") from None
         except DeadlineExceeded as error:
             raise Unavailable(f"{after}timed out: {error}", retry_after_s=1) from None
+        except Exception as error:
+            if engine.closed:  # replaced or retired while the request was inside it
+                raise _Superseded(f"{name}: {error}") from error
+            raise
 
     async def _retry(
         self, request: schemas.RouteRequest, x: np.ndarray, deadline: float, failed: str,
         error: Exception, trace: Trace,
-    ) -> tuple[schemas.Decision, np.ndarray]:  # fmt: skip
-        """After ``failed`` raised: once more on the next-best variant, unless it was pinned."""
-        self._avoid_until[failed] = self.clock() + self.settings.failure_cooldown_s
+    ) -> tuple[schemas.Decision, np.ndarray, float]:  # fmt: skip
+        """After ``failed`` raised: once more on the next-best variant, unless it was pinned.
+        A variant whose engine was swapped or retired meanwhile did not fail: the request is
+        routed again as it was (a pin reaches the new engine), and nothing sits out."""
+        superseded = isinstance(error, _Superseded)
+        exclude = frozenset() if superseded else frozenset({failed})
+        if not superseded:
+            self._avoid_until[failed] = self.clock() + self.settings.failure_cooldown_s
         # the log lines carry the request id (serving.logs), as every line of a request does
-        if request.variant is not None:
+        if request.variant is not None and not superseded:
             log.warning("%s failed (%s); pinned, so not retried", failed, error)
             raise Unavailable(f"variant {failed} failed: {error}") from None
-        log.warning("%s failed (%s); retrying once on the next-best variant", failed, error)
+        log.warning("%s failed (%s); retrying once", failed, error)
         try:
-            decision = self._decided(request, trace, exclude=frozenset({failed}))
+            decision = self._decided(request, trace, exclude=exclude)
         except Unsatisfiable:
             raise Unavailable(
                 f"variant {failed} failed ({error}) and no other variant meets the floor"
             ) from None
+        quality = self._quality(decision.variant)
         try:
-            return decision, await self._infer(
-                decision.variant, x, deadline, f"variant {failed} failed, and "
-            )
+            after = f"variant {failed} failed, and "
+            return decision, await self._infer(decision.variant, x, deadline, after), quality
         except (Overloaded, Unavailable):
             raise
         except Exception as retry_error:
-            self._avoid_until[decision.variant] = self.clock() + self.settings.failure_cooldown_s
+            if not isinstance(retry_error, _Superseded):
+                self._avoid_until[decision.variant] = self.clock() + self.settings.failure_cooldown_s
             raise Unavailable(f"variants {failed} and {decision.variant} failed: {retry_error}") from None
 
     @property
@@ -319,20 +345,3 @@ class Gateway:
         if request.timeout_ms is None:
             return self.settings.request_timeout_s
         return min(self.settings.request_timeout_s, request.timeout_ms / 1000)
-
-
-def predictions(logits: np.ndarray, top_k: int, classes: tuple[str, ...]) -> list[schemas.Prediction]:
-    """Softmax scores, the top-1 label and the ``top_k`` classes for each row of ``logits``."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    k = min(top_k, probabilities.shape[1])
-    results = []
-    for row in probabilities:
-        order = np.argsort(-row)[:k]
-        scores = [
-            schemas.Score(label=classes[i] if i < len(classes) else str(i), index=int(i), score=float(row[i]))
-            for i in order
-        ]
-        top = scores[0]
-        results.append(schemas.Prediction(label=top.label, index=top.index, score=top.score, top_k=scores))
-    return results

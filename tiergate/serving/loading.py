@@ -79,7 +79,9 @@ class EngineOpener:
 
 def retime(engine: VariantEngine, entry: MenuEntry, input_shape, budget_s: float) -> None:
     """Two passes at batch 1, the faster kept (a neighbour's start-up work can slow one),
-    scaled onto the menu's batch sizes; routing then predicts from these timings."""
+    scaled onto the menu's batch sizes; routing then predicts from these timings. Runs in a
+    worker thread, so it tells no one: the caller tells the live menu (``changed``) on
+    the event loop."""
     if input_shape is None:
         return
     started = time.perf_counter()

@@ -122,8 +122,13 @@ class MenuRegistry:
         return {v.name: v.engine for v in self._variants.values() if v.state in LOADED and v.engine}
 
     def measured(self) -> list[Variant]:
-        """Variants with a profile that are loaded: what routing and the catalog describe."""
+        """Variants with a profile that are loaded: what routing chooses from."""
         return [v for v in self._variants.values() if v.entry is not None and v.state in LOADED]
+
+    def known(self) -> list[Variant]:
+        """Variants with a profile that have not been retired (a failed one among them): the
+        names a request may pin, and what the catalog lists."""
+        return [v for v in self._variants.values() if v.entry is not None and v.state != VariantState.RETIRED]
 
     def reference_quality(self) -> float | None:
         """The reference (fp32) variant's quality: tiers' accuracy drops count from it."""
@@ -175,12 +180,13 @@ class MenuRegistry:
         self._set(replace(current, state=VariantState.SERVING, reason=""))
         log.info("variant %s restored", name)
 
-    def fail(self, name: str, reason: str) -> Engine | None:
-        """A variant that could not be built, measured or loaded; its engine, if it had
-        one, is returned to drain."""
+    def fail(self, name: str, reason: str, entry: MenuEntry | None = None) -> Engine | None:
+        """A variant that could not be built, measured or loaded (``entry``: its profile, when
+        it has one); its engine, if it had one, is returned to drain."""
         current = self._variants.get(name)
         old = current.engine if current is not None else None
-        self._set(Variant(name, VariantState.FAILED, current.entry if current else None, None, reason))
+        entry = entry if entry is not None else (current.entry if current else None)
+        self._set(Variant(name, VariantState.FAILED, entry, None, reason))
         log.error("variant %s failed: %s", name, reason)
         return old
 

@@ -20,15 +20,15 @@ from pydantic import BaseModel, ConfigDict
 from tiergate import settings
 from tiergate.profiles.menu import Menu, MenuEntry
 from tiergate.profiles.tiers import Tier
+from tiergate.serving.admission import Admission, Limits
 from tiergate.serving.auth import KeyRing
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.engines import CorruptArtifact, Engine, RunSlots
 from tiergate.serving.errors import Conflict
-from tiergate.serving.frontdoor import Admission, Limits
 from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.loading import EngineOpener, concurrent_runs
-from tiergate.serving.registry import MenuInfo, MenuRegistry, drain
+from tiergate.serving.registry import MenuInfo, MenuRegistry, RegistryError, drain
 from tiergate.serving.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Replica:
             try:
                 engine = remote_engines[entry.name] if remote_engines is not None else opener.open(entry)
             except (KeyError, CorruptArtifact, OSError) as error:
-                registry.fail(entry.name, f"did not load: {error}")
+                registry.fail(entry.name, f"did not load: {error}", entry)
                 continue
             registry.add(entry, engine)
         if not registry.ready():
@@ -120,7 +120,12 @@ class Replica:
     async def load_variant(self, entry: MenuEntry) -> str:
         """Open ``entry``'s ONNX file off the event loop and put it on the live menu: a new
         variant joins, a known one is swapped without failing the requests it holds."""
-        engine = await asyncio.to_thread(self.opener.open, entry)
+        try:
+            engine = await asyncio.to_thread(self.opener.open, entry)
+        except (CorruptArtifact, OSError) as error:
+            if not self.registry.get(entry.name) or not self.registry.get(entry.name).loaded:
+                self.registry.fail(entry.name, f"did not load: {error}", entry)
+            raise
         known = self.registry.get(entry.name)
         if known is not None and known.loaded:
             old = self.registry.replace(entry, engine)
@@ -158,20 +163,22 @@ class Replica:
 
     async def retire_variant(self, name: str, reason: str) -> None:
         """Take ``name`` off the menu; it answers what it holds, then closes."""
-        known = self.registry.get(name)
-        if known is None:
-            raise Conflict(f"variant: no variant {name!r} on the menu", field="variant")
-        engine = self.registry.retire(name, reason)
+        try:
+            engine = self.registry.retire(name, reason)
+        except RegistryError as error:
+            raise Conflict(f"variant: {error}", field="variant") from None
         await drain(engine, self.spec.serving.ray.shutdown_timeout_s)
 
     async def reprofile(self) -> dict[str, dict[int, float]]:
         """Time every loaded variant again, as this replica runs now; route on that."""
-        for variant in self.registry.measured():
-            if variant.engine.local:  # off the event loop: requests keep being served meanwhile
-                await asyncio.to_thread(self.opener.retime, variant.engine, variant.entry)
-            else:  # its own deployment times it
-                await variant.engine.retime(force=True)
-        self.registry.changed()
+        try:
+            for variant in self.registry.measured():
+                if variant.engine.local:  # off the event loop: requests keep being served meanwhile
+                    await asyncio.to_thread(self.opener.retime, variant.engine, variant.entry)
+                else:  # its own deployment times it
+                    await variant.engine.retime(force=True)
+        finally:
+            self.registry.changed()
         return {name: dict(engine.latency_p95_ms) for name, engine in self.registry.loaded().items()}
 
     def reload_keys(self) -> int:

@@ -38,6 +38,7 @@ DEFAULTS = {
     "routing.failure_cooldown_s": 5.0,
     "routing.profile_in_replica": True,
     "routing.replica_profile_budget_s": 0.2,
+    "routing.menu_watch_interval_s": 2.0,
     "limits.max_body_bytes": 8 << 20,
     "limits.max_batch_images": 64,
     "limits.max_image_pixels": 4096 * 4096,

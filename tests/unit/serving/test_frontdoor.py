@@ -12,8 +12,9 @@ import time
 import pytest
 
 from tests.support.engines import FakeClock
+from tiergate.serving.admission import Admission, Limits, LoopLag
 from tiergate.serving.config import ServingConfig
-from tiergate.serving.frontdoor import ADMITTED, Admission, Door, FrontDoor, Limits, LoopLag
+from tiergate.serving.frontdoor import ADMITTED, Door, FrontDoor
 
 
 def only(**limits) -> Limits:

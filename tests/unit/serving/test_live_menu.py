@@ -10,6 +10,7 @@ import pytest
 from tests.support.chaos import inject_fault
 from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
+from tiergate.serving.config import ServingConfig
 from tiergate.serving.errors import NotFound
 from tiergate.serving.registry import VariantState
 from tiergate.serving.schemas import PredictRequest, RouteRequest
@@ -129,3 +130,43 @@ def test_reconcile_follows_a_changed_menu(tiny_menu, digits):
     assert replica.registry.get("int8").entry.sha256 == int8.sha256
     assert replica.registry.get("fp32").entry.accuracy == fp32.accuracy
     assert answers and not [a for a in answers if isinstance(a, Exception)]
+
+
+def test_a_pin_reaches_a_demoted_variant_and_routing_does_not(tiny_menu):
+    """A demoted variant is left out of tier routing, but a request that pins it is served
+    by it; a pin to a variant that failed to load is refused as not ready (422), not 404."""
+    from tiergate.serving.errors import Unsatisfiable
+
+    replica = replica_for(tiny_menu, TIERS)
+    replica.registry.demote("int8", "test")
+    assert replica.gateway.route(RouteRequest(variant="int8")).variant == "int8"
+    assert replica.gateway.route(RouteRequest(tier="any")).variant != "int8"
+    replica.registry.fail("int8", "test", replica.registry.get("int8").entry)
+    with pytest.raises(Unsatisfiable, match="not ready"):
+        asyncio.run(replica.gateway.predict(PredictRequest(inputs=[[[0.0] * 8] * 8], variant="int8"), "r"))
+    assert "int8" in [p.name for p in replica.gateway.catalog()]
+
+
+def test_requests_inside_an_engine_closed_early_are_answered_by_its_successor(tiny_menu, digits):
+    """When a replaced engine is closed before it drained (its drain timed out), the
+    requests still queued or running in it are routed again to the new engine: every one is
+    answered, though the variant is pinned."""
+    replica = replica_for(tiny_menu, TIERS, serving=ServingConfig(batching={"max_runs_per_variant": 1}))
+    old = replica.registry.get("int8").engine
+    inject_fault(old, rate=0.0, delay_s=0.05)
+    request = PredictRequest(inputs=digits.test.x[:1].tolist(), variant="int8")
+    entry = replica.registry.get("int8").entry
+
+    new = replica.opener.open(entry)
+
+    async def scenario():
+        held = [asyncio.create_task(replica.gateway.predict(request, f"r{i}")) for i in range(4)]
+        await asyncio.sleep(0.01)
+        assert replica.registry.replace(entry, new) is old
+        old.close()  # as a drain that timed out does
+        return await asyncio.gather(*held)
+
+    answers = asyncio.run(scenario())
+    assert [a.variant for a in answers] == ["int8"] * 4
+    assert sum(a.retried_from == "int8" for a in answers) >= 3  # all but the one running
+    assert old.stats.in_flight == 0 and new.stats.completed >= 3

@@ -4,8 +4,9 @@
 in-process (``VariantEngine``) or remote (``RemoteEngine``) alike: they never need to ask
 which kind they hold, except through ``local``.
 
-An engine built with ``on_change`` calls it when what routing derives from it changed
-(re-timed, gone down, come back): the replica passes the live menu's ``changed``.
+A remote engine built with ``on_change`` calls it when what routing derives from it
+changed (re-timed, gone down, come back): the replica passes the live menu's ``changed``.
+An in-process engine is re-timed by its replica, which tells the live menu itself.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class Engine(Protocol):
     @property
     def available(self) -> bool:
         """False while the variant cannot serve (a remote one whose replica failed)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` ran (the variant was swapped or retired)."""
         ...
 
     @property

@@ -61,7 +61,8 @@ class VariantEngine:
     """A variant served in this process (an ``Engine``). ``run_slots``: shared by the
     process's engines (None: runs one at a time, none inline); ``on_batch(name, images)``
     after each run (e.g. ``Metrics.batch``); ``on_change()`` for whoever changes the
-    engine's profile from outside (the gateway refreshes its catalog)."""
+    engine's profile from outside on the event loop (fault injection in tests); the
+    replica's re-timing tells the live menu itself."""
 
     local = True  # runs in this process, in its run slots
     reprofiles = 0  # never goes off the menu, so never comes back re-timed
@@ -298,7 +299,13 @@ class VariantEngine:
         return self._closed
 
     def close(self) -> None:
+        """Stop: running batches are cancelled and every queued request is answered
+        ``VariantFailed`` at once (the gateway retries it elsewhere), none left waiting."""
         self._closed = True
         for worker in list(self._workers):
             worker.cancel()
+        for pending in self._pending:
+            if not pending.future.done():
+                pending.future.set_exception(VariantFailed(f"{self.name}: the engine closed"))
+        self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)

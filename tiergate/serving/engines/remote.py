@@ -45,6 +45,7 @@ class RemoteEngine:
         self.available = True
         self.reprofiles = 0  # times the variant came back after a failure
         self._probe: asyncio.Task | None = None
+        self.closed = False
 
     def queued_work_ms(self) -> float:
         """0.0: the variant's queue is in its own replicas, not in this process's run slots."""
@@ -132,5 +133,6 @@ class RemoteEngine:
             self.on_change()
 
     def close(self) -> None:
+        self.closed = True
         if self._probe is not None:
             self._probe.cancel()

@@ -29,7 +29,7 @@ class RunSlots:
     it is expected to take at most ``inline_max_ms`` and at most ``spare_share`` of the
     tightest latency bound any request had in the last ``memory_s``. A request that arrived
     meanwhile would wait that long to be read, as on a single-threaded server: the share is
-    the part of its bound that routing leaves spare (1 - ``serving.latency_headroom``), so a
+    the part of its bound that routing leaves spare (1 - ``serving.routing.latency_headroom``), so a
     ``fast`` request is never held up behind a lone fp32 run while ``fast`` traffic is
     about. Under load ``busy()`` is above 1 and every run goes to the ORT threads.
     """

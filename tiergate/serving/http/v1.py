@@ -82,5 +82,5 @@ def _row(variant: Variant, routed_on: dict[int, float] | None) -> dict[str, Any]
     )
     return {
         **profile, "state": variant.state.value, "state_reason": variant.reason or None,
-        "ready": variant.routable, "live": live,
+        "ready": variant.loaded, "routed": variant.routable, "live": live,
     }  # fmt: skip

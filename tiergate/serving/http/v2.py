@@ -79,7 +79,7 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         channels, height, width = info.input_shape
         return {
             "name": name,
-            "versions": current.registry.names(frozenset({"serving", "demoted"})),
+            "versions": [variant.name for variant in current.registry.known()],
             "platform": "onnxruntime_onnx",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, channels, height, width]}],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(info.classes)]}],
@@ -182,7 +182,7 @@ def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> d
                 field="parameters.timeout",
             )
         routing["timeout_ms"] = float(timeout) / 1000
-    variants = gateway.registry.names(frozenset({"serving", "demoted"}))
+    variants = [variant.name for variant in gateway.registry.known()]
     if name in variants:
         return {**routing, "variant": name}
     if name in gateway.tiers:

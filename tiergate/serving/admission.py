@@ -1,0 +1,105 @@
+"""Whether a replica takes one more inference request: the in-flight cap, the event loop's
+lag, and who else may be waiting. Plain code (no HTTP): the front door and the HTTP
+middleware ask it, and the run slots read ``contenders``.
+
+    admission = Admission()
+    reason = admission.enter(Limits.from_config(serving), connection)  # None: admitted
+    ...
+    admission.leave()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tiergate.serving.config import ServingConfig
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the front door refuses before the body is read (``from_config``)."""
+
+    max_body_bytes: int
+    max_in_flight: int  # inference requests inside this process at once
+    max_loop_lag_s: float  # how far behind the event loop may run
+
+    @classmethod
+    def from_config(cls, serving: ServingConfig) -> Limits:
+        admission = serving.admission
+        return cls(serving.limits.max_body_bytes, admission.max_in_flight, admission.max_loop_lag_ms / 1000)
+
+
+class LoopLag:
+    """How far behind its schedule this event loop runs. A timer due every ``interval_s``
+    notes how late it fired. A loop saturated with work is late for everything behind
+    that work, requests still unread on their sockets included, so its lag is about how
+    long a request has waited before any of our code saw it."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due = 0.0
+        self._last_s = 0.0
+
+    def seconds(self) -> float:
+        """The last timer's lateness, or the pending timer's when it is overdue already;
+        the first call starts the timer on the calling loop."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._schedule()
+        return max(self._last_s, self._loop.time() - self._due)
+
+    def _schedule(self) -> None:
+        self._due = self._loop.time() + self.interval_s
+        self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        self._last_s = self._loop.time() - self._due
+        self._schedule()
+
+
+class Admission:
+    """How many inference requests are inside this process, how far behind its event loop
+    runs, and whether more than one connection sends them; the outermost layer that sees a
+    request admits or refuses it."""
+
+    def __init__(self, sole_connection_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.in_flight, self.clock = 0, clock
+        self.lag = LoopLag()
+        self.sole_connection_s = sole_connection_s
+        self._connection: object = None
+        self._switched_at = -float("inf")
+
+    def contenders(self) -> int:
+        """The requests that work on the event loop may hold up: those inside, plus one
+        while requests came over more than one connection in the last
+        ``sole_connection_s`` (another may be arriving unread). Over a single HTTP/1.1
+        connection the next request cannot come before this one's answer."""
+        mixed = self.clock() - self._switched_at <= self.sole_connection_s
+        return self.in_flight + mixed
+
+    def enter(self, limits: Limits, connection: object = None) -> str | None:
+        """Why a request is refused now; None when it is admitted (then ``leave`` once).
+        ``connection`` names the connection it came over (ASGI's ``scope["client"]``);
+        None counts as a new one."""
+        if connection is None or connection != self._connection:
+            self._connection, self._switched_at = connection, self.clock()
+        lag_s = self.lag.seconds()
+        if lag_s >= limits.max_loop_lag_s:
+            return (
+                f"the replica runs {1000 * lag_s:.0f} ms behind "
+                f"(serving.admission.max_loop_lag_ms {1000 * limits.max_loop_lag_s:g})"
+            )
+        if self.in_flight >= limits.max_in_flight:
+            return (
+                f"{self.in_flight} requests in flight "
+                f"(serving.admission.max_in_flight {limits.max_in_flight})"
+            )
+        self.in_flight += 1
+        return None
+
+    def leave(self) -> None:
+        self.in_flight -= 1
