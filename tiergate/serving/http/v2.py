@@ -75,15 +75,7 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         admit(request)
         current = ready()
         _model_request(current, name, {})
-        info = current.registry.info
-        channels, height, width = info.input_shape
-        return {
-            "name": name,
-            "versions": [variant.name for variant in current.registry.known()],
-            "platform": "onnxruntime_onnx",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, channels, height, width]}],
-            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(info.classes)]}],
-        }
+        return _metadata(name, current)
 
     @app.get("/v2/models/{name}/ready", responses=errors(401, 404, 503))
     async def model_ready(name: str, request: Request):
@@ -106,6 +98,19 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
             raise InvalidRequest(problems(error.errors(), prefix="parameters"), field="parameters") from None
         outcome = await current.run(x, route, trace=request.state.trace)
         return _answer(name, request_id, outcome, body.wants_binary_output())
+
+
+def _metadata(name: str, gateway: Gateway) -> dict[str, Any]:
+    """A v2 model's metadata: every variant on the live menu is one of its versions."""
+    info = gateway.registry.info
+    channels, height, width = info.input_shape
+    return {
+        "name": name,
+        "versions": [variant.name for variant in gateway.registry.known()],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, channels, height, width]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(info.classes)]}],
+    }
 
 
 def _answer(name: str, request_id: str, outcome: Outcome, binary: bool) -> Response:
