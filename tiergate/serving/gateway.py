@@ -25,7 +25,7 @@ from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, 
 from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Unavailable, Unsatisfiable
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.predictions import predictions
-from tiergate.serving.registry import MenuRegistry, Variant, VariantState
+from tiergate.serving.registry import MenuRegistry, Variant
 from tiergate.serving.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class _View:
     """The live menu as routing reads it, at one registry version."""
 
     version: int
-    catalog: list[VariantProfile]
+    catalog: list[VariantProfile]  # every variant a request may name, in menu order
+    quality: dict[str, float]  # of those, by name
     engines: dict[str, Engine]  # loaded (serving or demoted), by name
     local: tuple[Engine, ...]  # of those, the ones in this process
     reference_quality: float | None
@@ -83,7 +84,7 @@ class Gateway:
         self.run_slots, self.clock = run_slots, clock
         self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time a request spends outside the model
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
-        self._snapshot = _View(-1, [], {}, (), None)
+        self._snapshot = _View(-1, [], {}, {}, (), None)
 
     # -- the live menu, as routing sees it -----------------------------------------------------
     def view(self) -> _View:
@@ -91,10 +92,11 @@ class Gateway:
         request reads it)."""
         snapshot, registry = self._snapshot, self.registry
         if snapshot.version != registry.version:
-            engines = registry.loaded()
+            engines, catalog = registry.loaded(), [self._profile(v) for v in registry.known()]
             snapshot = _View(
                 registry.version,
-                [self._profile(v) for v in registry.known()],
+                catalog,
+                {profile.name: profile.quality for profile in catalog},
                 engines,
                 tuple(engine for engine in engines.values() if engine.local),
                 registry.reference_quality(),
@@ -149,9 +151,11 @@ class Gateway:
         return tier if tier in self.tiers else None  # never a client's string as a metric label
 
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
-        if request.variant is not None and self._measured(request.variant) is None:
-            known = sorted(v.name for v in self.registry.known())
-            raise NotFound(f"variant: unknown variant {request.variant!r}", field="variant", known=known)
+        known = self.view().quality
+        if request.variant is not None and request.variant not in known:
+            raise NotFound(
+                f"variant: unknown variant {request.variant!r}", field="variant", known=sorted(known)
+            )
         tier_name = self.tier_of(request)
         if tier_name is not None and tier_name not in self.tiers:
             raise InvalidRequest(f"tier: unknown tier {tier_name!r}", field="tier", known=sorted(self.tiers))
@@ -190,18 +194,13 @@ class Gateway:
             slo_feasible=decision.slo_met,
         )
 
-    def _measured(self, name: str) -> Variant | None:
-        variant = self.registry.get(name)
-        known = variant is not None and variant.entry is not None and variant.state != VariantState.RETIRED
-        return variant if known else None
-
     def _pinnable(self, profile: VariantProfile) -> bool:
         engine = self.view().engines.get(profile.name)
         return not profile.ready and engine is not None and engine.available
 
     def _quality(self, name: str) -> float:
         """The variant's quality as routing saw it (read before any await)."""
-        return next(p.quality for p in self.view().catalog if p.name == name)
+        return self.view().quality[name]
 
     def _decided(
         self, request: schemas.RouteRequest, trace: Trace, exclude: frozenset[str] = frozenset()

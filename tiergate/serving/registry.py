@@ -114,9 +114,6 @@ class MenuRegistry:
     def __iter__(self) -> Iterator[Variant]:
         return iter(list(self._variants.values()))
 
-    def names(self, states: frozenset[VariantState] | None = None) -> list[str]:
-        return [v.name for v in self._variants.values() if states is None or v.state in states]
-
     def loaded(self) -> dict[str, Engine]:
         """The engines of every serving or demoted variant, by name."""
         return {v.name: v.engine for v in self._variants.values() if v.state in LOADED and v.engine}
@@ -128,7 +125,9 @@ class MenuRegistry:
     def known(self) -> list[Variant]:
         """Variants with a profile that have not been retired (a failed one among them): the
         names a request may pin, and what the catalog lists."""
-        return [v for v in self._variants.values() if v.entry is not None and v.state != VariantState.RETIRED]
+        return [
+            v for v in self._variants.values() if v.entry is not None and v.state is not VariantState.RETIRED
+        ]
 
     def reference_quality(self) -> float | None:
         """The reference (fp32) variant's quality: tiers' accuracy drops count from it."""

@@ -123,11 +123,12 @@ class Replica:
         try:
             engine = await asyncio.to_thread(self.opener.open, entry)
         except (CorruptArtifact, OSError) as error:
-            if not self.registry.get(entry.name) or not self.registry.get(entry.name).loaded:
+            current = self.registry.get(entry.name)
+            if current is None or not current.loaded:  # a loaded one keeps serving its old file
                 self.registry.fail(entry.name, f"did not load: {error}", entry)
             raise
-        known = self.registry.get(entry.name)
-        if known is not None and known.loaded:
+        current = self.registry.get(entry.name)  # after the wait: the menu may have changed
+        if current is not None and current.loaded:
             old = self.registry.replace(entry, engine)
             task = asyncio.get_running_loop().create_task(
                 drain(old, self.spec.serving.ray.shutdown_timeout_s)

@@ -28,7 +28,7 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
     @app.get("/readyz", responses=errors(503))
     async def readyz():
         access.ready()
-        return {"status": "ready", "variants": sorted(registry.names(frozenset({"serving", "demoted"})))}
+        return {"status": "ready", "variants": sorted(registry.loaded())}
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse,
               responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
