@@ -57,3 +57,13 @@ def test_unreadable_and_non_mapping_configs(tmp_path):
         load_config(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(_write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_overrides_are_copied_not_shared(tmp_path):
+    """A dict given as an override is copied into the config: a deeper override in the same
+    call does not change the caller's dict, so the next config made from it is unchanged."""
+    path = _write(tmp_path, "version: 1\n")
+    shared = {"serving.routing": {"default_tier": "fast"}}
+    load_config(path, {**shared, "serving.routing.failure_cooldown_s": 9.0})
+    assert shared == {"serving.routing": {"default_tier": "fast"}}
+    assert load_config(path, shared).serving.routing.failure_cooldown_s == 5.0
