@@ -88,8 +88,9 @@ class Target:
     @classmethod
     def named(cls, tier: str | None, variant: str | None, default_tier: str) -> Target:
         """From a tier and a pin as a request names them (/v1 bodies, v2 ``parameters``):
-        the tier named, else ``default_tier`` unless the request pins a variant."""
-        tier = tier or None
+        the tier named, else ``default_tier`` unless the request pins a variant. An empty
+        tier is none; any other value stays, for routing to refuse if it is no tier name."""
+        tier = None if tier == "" else tier
         return cls(tier if tier is not None or variant is not None else default_tier, variant)
 
     @classmethod

@@ -78,6 +78,7 @@ def test_targets_resolve_every_request_form():
     """A tier, a pin, both, none (the default) and each kind of v2 name resolve to what runs."""
     assert Target.named(None, None, "balanced") == Target("balanced")
     assert Target.named("", None, "balanced") == Target("balanced")
+    assert Target.named(0, None, "balanced") == Target(0)  # v2 parameters are free-form: 422 later
     assert Target.named(None, "fp32", "balanced") == Target(None, "fp32")
     assert Target.named("fast", "fp32", "balanced") == Target("fast", "fp32")
     assert Target.of_model("int8", "fast", "balanced", **NAMES) == Target(None, "int8", name="int8")

@@ -153,6 +153,7 @@ KEYS = {"none": None, "invalid": UNKNOWN, "limited": LIMITED, "all-tiers": ALL_T
 V1_ROUTES = ("/v1/predict", "/v1/route")
 V2_ROUTES = ("infer", "metadata", "ready")
 TIER_FIELDS = (None, "", "fast", "accurate", "turbo")  # absent, empty, allowed, not allowed, unknown
+NOT_A_STRING = 7  # a /v1 tier that fails the body's validation
 PINS = (None, "fp32", "distilled", "nope")
 V2_NAMES = ("fp32", "distilled", "fast", "accurate", MODEL, "nope")
 
@@ -162,7 +163,7 @@ def request_forms(draw) -> dict:
     """A request: its route, key, and how it names what it wants."""
     form = {"key": draw(st.sampled_from(sorted(KEYS))), "route": draw(st.sampled_from(V1_ROUTES + V2_ROUTES))}
     if form["route"] in V1_ROUTES:
-        form.update(tier=draw(st.sampled_from(TIER_FIELDS)), pin=draw(st.sampled_from(PINS)))
+        form.update(tier=draw(st.sampled_from((*TIER_FIELDS, NOT_A_STRING))), pin=draw(st.sampled_from(PINS)))
     else:
         form.update(name=draw(st.sampled_from(V2_NAMES)), parameter_tier=draw(st.sampled_from(TIER_FIELDS)))
     return form
@@ -200,10 +201,13 @@ def _reaches(form: dict) -> tuple[str | None, str | None, bool]:
 
 
 def _expected(form: dict) -> int:
-    """The status the oracle expects: 401, then 403 for a limited key outside its grant, then
-    404 for an unknown variant or model name and 422 for an unknown tier, else 200."""
+    """The status the oracle expects: 401, then 422 for a body that fails validation, then
+    403 for a limited key outside its grant, then 404 for an unknown variant or model name
+    and 422 for an unknown tier, else 200."""
     if form["key"] in ("none", "invalid"):
         return 401
+    if form.get("tier") == NOT_A_STRING:
+        return 422
     tier, pin, known = _reaches(form)
     if form["key"] == "limited":
         return 200 if known and pin is None and tier == "fast" else 403
