@@ -126,6 +126,21 @@ def test_without_a_key_the_body_is_never_read(client):
     assert sent[0]["status"] == 401 and not read
 
 
+def test_a_request_is_authenticated_once(client, model, monkeypatch):
+    """The grant found before the body is read is the one the route checks: one key lookup
+    per request, on /v1 and v2 inference and on a v2 name check."""
+    keys, calls = client.app.replica.keys, []
+    authenticate = keys.authenticate
+    monkeypatch.setattr(keys, "authenticate", lambda header: calls.append(header) or authenticate(header))
+    key = bearer(LIMITED)
+    answers = [
+        client.request("POST", "/v1/predict", headers=key, json={"inputs": IMAGE}),
+        client.request("POST", f"/v2/models/{model}/infer", headers=key, json=V2_BODY),
+        client.request("GET", "/v2/models/fast/ready", headers=key),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200] and len(calls) == 3
+
+
 def test_probes_stay_open_with_keys_on(client):
     """/healthz, /readyz, /v2/health/live and /v2/health/ready answer 200 without a key."""
     for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
