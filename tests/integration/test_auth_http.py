@@ -42,20 +42,28 @@ def client(digits_config, keys_file):
 
 
 def test_keys_gate_inference_by_tier_and_rate(client, digits):
-    """Health is open; no key is 401 with WWW-Authenticate; the free key gets fast (also when
-    it names no tier), 403 for another tier or a pin, then 429 with Retry-After past its
-    burst; the internal key may pin a variant."""
+    """Health is open; no key is 401 with WWW-Authenticate, a malformed body too (the key is
+    checked before the body is read); the free key gets fast (also when it names no tier),
+    403 for another tier, a pin (also with its own tier named) or a v2 name it may not use,
+    then 429 with Retry-After past its burst; the internal key may pin a variant."""
     body = {"inputs": digits.test.x[:1].tolist()}
     assert client.get("/readyz").status_code == 200
     missing = client.post("/v1/predict", json=body)
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/predict", content=b"{not json").status_code == 401
     assert client.get("/v1/variants").status_code == 401
     free = {"Authorization": f"Bearer {FREE}"}
     served = client.post("/v1/predict", json=body, headers=free)
     assert served.status_code == 200 and served.json()["tier"] == "fast"
-    for refused in ({**body, "tier": "accurate"}, {**body, "variant": "fp32"}):
+    for refused in (
+        {**body, "tier": "accurate"},
+        {**body, "variant": "fp32"},
+        {**body, "tier": "fast", "variant": "fp32"},
+    ):
         response = client.post("/v1/predict", json=refused, headers=free)
         assert response.status_code == 403 and "free" in response.json()["error"]
+    for name in ("fp32", "accurate"):
+        assert client.get(f"/v2/models/{name}/ready", headers=free).status_code == 403
     statuses = [client.post("/v1/predict", json=body, headers=free) for _ in range(4)]
     limited = [r for r in statuses if r.status_code == 429]
     assert limited and int(limited[0].headers["retry-after"]) >= 1

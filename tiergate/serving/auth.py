@@ -3,8 +3,13 @@ a token-bucket rate limit. Off unless ``serving.auth.enabled``.
 
     keys = KeyRing.load(serving.auth)            # from the keys file or $TIERGATE_API_KEYS
     grant = keys.authenticate("Bearer s3cret")   # Unauthenticated when missing or unknown
-    tier = grant.allow(tier="fast", variant=None, default_tier="balanced")  # Forbidden
+    target = Target.named("fast", None, grant.default_tier("balanced"))  # what the request reaches
+    grant.authorize(target)                      # Forbidden outside the key's tiers, or a pin
     grant.take()                                 # RateLimited (retry_after_s) when over its rate
+
+Authorization resolves the target first, then checks it: whatever form a request takes (a
+tier, a pin, both, a v2 model name), the check sees what will actually run, and the routing
+after it runs exactly that target.
 
 Keys file (YAML or JSON; ``sha256`` of the key, or the key itself, which is hashed on load
 and not kept):
@@ -22,7 +27,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +73,56 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request reaches, resolved from its form before any check: the tier it runs
+    under (None only for a pin without a tier) and the variant it pins. ``name`` is the v2
+    model name when that name itself chose the target (a variant, a tier, or one nothing
+    answers to: ``known`` False)."""
+
+    tier: str | None
+    variant: str | None = None
+    name: str | None = None
+    known: bool = True
+
+    @classmethod
+    def named(cls, tier: str | None, variant: str | None, default_tier: str) -> Target:
+        """From a tier and a pin as a request names them (/v1 bodies, v2 ``parameters``):
+        the tier named, else ``default_tier`` unless the request pins a variant. An empty
+        tier is none; any other value stays, for routing to refuse if it is no tier name."""
+        tier = None if tier == "" else tier
+        return cls(tier if tier is not None or variant is not None else default_tier, variant)
+
+    @classmethod
+    def of_model(
+        cls,
+        name: str,
+        tier: str | None,
+        default_tier: str,
+        *,
+        model: str,
+        tiers: Collection[str],
+        variants: Collection[str],
+    ) -> Target:
+        """From a v2 model name: a variant is a pin, a tier is that tier, the model's own
+        name runs under ``tier`` (its ``parameters.tier``) or the default."""
+        if name in variants:
+            return cls(None, name, name=name)
+        if name in tiers:
+            return cls(name, name=name)
+        if name == model:
+            return cls.named(tier, None, default_tier)
+        return cls(None, name=name, known=False)
+
+    def routing(self) -> dict[str, str | None]:
+        """The routing fields that run this target (a request's tier and variant replaced)."""
+        return {"tier": self.tier, "variant": self.variant}
+
+    def within(self, tiers: frozenset[str]) -> bool:
+        """Whether a key limited to ``tiers`` may reach this: a known tier of them, no pin."""
+        return self.known and self.variant is None and isinstance(self.tier, str) and self.tier in tiers
+
+
 @dataclass
 class Grant:
     name: str
@@ -82,21 +137,33 @@ class Grant:
     def __post_init__(self) -> None:
         self.tokens, self.refilled = float(self.burst), self.clock()
 
-    def allow(self, tier: str | None, variant: str | None, default_tier: str) -> str | None:
-        """The tier the request runs under; 403 for a tier or pin outside the key's allowance.
-        A request that names no tier gets the default, or the key's first allowed tier."""
-        if self.tiers is None:
-            return tier
-        if variant is not None and tier is None:
-            raise Forbidden(
-                f"key {self.name}: pinning a variant is not allowed (tiers: {sorted(self.tiers)})"
-            )
-        chosen = tier or (default_tier if default_tier in self.tiers else sorted(self.tiers)[0])
-        if chosen not in self.tiers:
-            raise Forbidden(
-                f"key {self.name}: tier {chosen!r} is not allowed (allowed: {sorted(self.tiers)})"
-            )
-        return chosen
+    def default_tier(self, default_tier: str) -> str:
+        """The tier a request that names none runs under: the default, or the key's first
+        allowed tier when the default is not one of them."""
+        if self.tiers is None or default_tier in self.tiers:
+            return default_tier
+        return sorted(self.tiers)[0]
+
+    def authorize(self, target: Target) -> None:
+        """403 unless the key may use what ``target`` reaches. A tier-limited key runs only
+        under its tiers and never pins a variant (a pin is beyond any tier's routing); a v2
+        model name it may not use is refused in one wording, known or not, so the answer
+        tells it no names. A key with every tier may reach anything (admin is separate)."""
+        if self.tiers is None or target.within(self.tiers):
+            return
+        allowed = sorted(self.tiers)
+        if target.name is not None:
+            message, field = f"model {target.name!r} is not allowed (tiers: {allowed})", "model"
+        elif target.variant is not None:
+            message, field = f"pinning a variant is not allowed (tiers: {allowed})", "variant"
+        else:
+            message, field = f"tier {target.tier!r} is not allowed (allowed: {allowed})", "tier"
+        raise Forbidden(f"key {self.name}: {message}", field=field)
+
+    def check_admin(self) -> None:
+        """403 for a key that is not an admin key."""
+        if not self.admin:
+            raise Forbidden(f"key {self.name}: admin operations need a key with `admin: true`")
 
     def take(self) -> None:
         """One request from the token bucket; 429 with the seconds until the next token."""
@@ -155,8 +222,7 @@ class KeyRing:
     def authenticate_admin(self, authorization: str | None) -> Grant:
         """401 without a valid key, 403 for a key that is not an admin key."""
         grant = self.authenticate(authorization)
-        if not grant.admin:
-            raise Forbidden(f"key {grant.name}: admin operations need a key with `admin: true`")
+        grant.check_admin()
         return grant
 
     def keep_buckets_from(self, previous: KeyRing) -> None:

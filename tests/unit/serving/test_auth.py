@@ -7,11 +7,12 @@ import json
 import pytest
 
 from tests.support.engines import FakeClock
-from tiergate.serving.auth import AuthConfig, KeyRing, KeySpec, digest
+from tiergate.serving.auth import AuthConfig, KeyRing, KeySpec, Target, digest
 from tiergate.serving.errors import Forbidden, RateLimited, Unauthenticated
 
 FREE = "free-key-0123456789abcdef"
 ADMIN = "internal-key-0123456789abcdef"
+NAMES = {"model": "digits", "tiers": ["fast", "balanced", "accurate"], "variants": ["fp32", "int8"]}
 
 
 def _ring(clock=None) -> KeyRing:
@@ -29,16 +30,62 @@ def test_missing_or_unknown_key_is_401(header):
         _ring().authenticate(header)
 
 
-def test_tier_allowance_is_enforced_and_fills_in_the_tier():
-    """A fast-only key gets fast when it names no tier, 403 for another tier or a pin; an
-    unrestricted key passes anything through."""
+def test_a_limited_key_runs_under_its_own_tier_when_the_default_is_not_one_of_them():
+    """A fast-only key's requests that name no tier run under fast; the default otherwise."""
     ring = _ring()
-    free = ring.authenticate(f"Bearer {FREE}")
-    assert free.allow(None, None, default_tier="balanced") == "fast"
-    for tier, variant in (("accurate", None), (None, "fp32")):
-        with pytest.raises(Forbidden, match="free"):
-            free.allow(tier, variant, default_tier="balanced")
-    assert ring.authenticate(f"bearer {ADMIN}").allow(None, "fp32", "balanced") is None
+    assert ring.authenticate(f"Bearer {FREE}").default_tier("balanced") == "fast"
+    assert ring.authenticate(f"Bearer {FREE}").default_tier("fast") == "fast"
+    assert ring.authenticate(f"Bearer {ADMIN}").default_tier("balanced") == "balanced"
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        (Target.named("accurate", None, "fast"), "tier"),
+        (Target.named(None, "fp32", "fast"), "variant"),
+        (Target.named("fast", "fp32", "fast"), "variant"),  # its own tier does not make a pin allowed
+        (Target.of_model("fp32", None, "fast", **NAMES), "model"),
+        (Target.of_model("accurate", None, "fast", **NAMES), "model"),
+        (Target.of_model("nope", None, "fast", **NAMES), "model"),
+        (Target.of_model("digits", "accurate", "fast", **NAMES), "tier"),
+        (Target.named(["fast"], None, "fast"), "tier"),  # not a string (v2 parameters are free-form)
+    ],
+)
+def test_a_limited_key_is_refused_any_target_beyond_its_tiers(target, field):
+    """A fast-only key gets 403, naming the field at fault, for another tier, any pin (with
+    its own tier too), a v2 name that is a variant, another tier or unknown."""
+    with pytest.raises(Forbidden, match="free") as error:
+        _ring().authenticate(f"Bearer {FREE}").authorize(target)
+    assert error.value.field == field
+
+
+def test_a_limited_key_may_reach_its_tiers_and_an_all_tiers_key_anything():
+    """A fast-only key passes for fast however it is named; a key with every tier passes pins."""
+    free, internal = _ring().authenticate(f"Bearer {FREE}"), _ring().authenticate(f"Bearer {ADMIN}")
+    for target in (
+        Target.named("fast", None, "balanced"),
+        Target.named(None, None, "fast"),
+        Target.of_model("fast", None, "fast", **NAMES),
+        Target.of_model("digits", None, "fast", **NAMES),
+        Target.of_model("digits", "fast", "balanced", **NAMES),
+    ):
+        free.authorize(target)
+    for target in (Target.named("accurate", "fp32", "balanced"), Target.of_model("int8", None, "x", **NAMES)):
+        internal.authorize(target)
+
+
+def test_targets_resolve_every_request_form():
+    """A tier, a pin, both, none (the default) and each kind of v2 name resolve to what runs."""
+    assert Target.named(None, None, "balanced") == Target("balanced")
+    assert Target.named("", None, "balanced") == Target("balanced")
+    assert Target.named(0, None, "balanced") == Target(0)  # v2 parameters are free-form: 422 later
+    assert Target.named(None, "fp32", "balanced") == Target(None, "fp32")
+    assert Target.named("fast", "fp32", "balanced") == Target("fast", "fp32")
+    assert Target.of_model("int8", "fast", "balanced", **NAMES) == Target(None, "int8", name="int8")
+    assert Target.of_model("fast", "accurate", "balanced", **NAMES) == Target("fast", name="fast")
+    assert Target.of_model("digits", "accurate", "balanced", **NAMES) == Target("accurate")
+    assert Target.of_model("digits", None, "balanced", **NAMES) == Target("balanced")
+    assert not Target.of_model("nope", None, "balanced", **NAMES).known
 
 
 def test_token_bucket_answers_429_with_retry_after_then_refills():

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from tiergate.serving.frontdoor import ADMITTED, is_inference, json_error, refusal
+from tiergate.serving.http.access import authenticate_scope
 from tiergate.serving.logs import current_request_id
 from tiergate.serving.replica import Replica
 from tiergate.serving.trace import Trace
@@ -54,7 +55,8 @@ class FastJSONRoute(APIRoute):
 class RequestContext:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request),
     outermost in the app: gives each request its id and a metrics trace, admits inference
-    requests (``Admission``) unless ``FrontDoor`` did, refuses oversized bodies before
+    requests (``Admission``) unless ``FrontDoor`` did, with API keys on answers 401 to a
+    request without a valid key (``authenticate_scope``), refuses oversized bodies before
     reading them, and records the answer's status for inference requests."""
 
     def __init__(self, app, replica: Replica) -> None:
@@ -87,6 +89,8 @@ class RequestContext:
         try:
             if refused is not None:
                 await refusal(refused)(scope, receive, send_with_id)
+            elif (unauthenticated := authenticate_scope(scope, self.replica.keys)) is not None:
+                await unauthenticated(scope, receive, send_with_id)  # 401 before the body is read
             elif length.isdigit() and int(length) > limit:
                 response = json_error(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
                 await response(scope, receive, send_with_id)

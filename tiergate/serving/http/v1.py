@@ -5,17 +5,19 @@ add_v1_routes(app, access)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from tiergate.serving import schemas
+from tiergate.serving.auth import Target
 from tiergate.serving.http.access import Access
 from tiergate.serving.registry import Variant
 from tiergate.serving.schemas import error_responses as errors
 
 VARIANT_HEADER = "X-Tiergate-Variant"
+RouteBody = TypeVar("RouteBody", bound=schemas.RouteRequest)
 
 
 def add_v1_routes(app: FastAPI, access: Access) -> None:
@@ -33,7 +35,7 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
     @app.post("/v1/predict", response_model=schemas.PredictResponse,
               responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
     async def predict(body: schemas.PredictRequest, request: Request):
-        body = body.model_copy(update=access.admit(request, {"tier": body.tier, "variant": body.variant}))
+        body = _admitted(access, request, body)
         response = await access.ready().predict(body, request.state.request_id, request.state.trace)
         # serialized by pydantic-core in one pass (not model_dump, then the json module)
         return Response(response.model_dump_json(), media_type="application/json",
@@ -42,12 +44,12 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
     @app.post("/v1/route", response_model=schemas.Decision,
               responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
     async def route(body: schemas.RouteRequest, request: Request):
-        body = body.model_copy(update=access.admit(request, {"tier": body.tier, "variant": body.variant}))
+        body = _admitted(access, request, body)
         return access.ready().route(body)
 
     @app.get("/v1/variants", responses=errors(401, 503))
     async def variants(request: Request):
-        access.admit(request)
+        access.key(request)
         gateway = access.ready()
         routed_on = {profile.name: profile.latency_ms for profile in gateway.catalog()}
         info = registry.info
@@ -56,12 +58,18 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
 
     @app.get("/v1/tiers", responses=errors(401, 503))
     async def tiers(request: Request):
-        access.admit(request)
+        access.key(request)
         gateway = access.ready()
         return {
             name: {**tier.model_dump(), "variant": gateway.route(schemas.RouteRequest(tier=name)).variant}
             for name, tier in gateway.tiers.items()
         }
+
+
+def _admitted(access: Access, request: Request, body: RouteBody) -> RouteBody:
+    """The body with the tier and variant it was authorized for, which is what then runs."""
+    target = access.admit(request, lambda default: Target.named(body.tier, body.variant, default))
+    return body.model_copy(update=target.routing())
 
 
 def _row(variant: Variant, routed_on: dict[int, float] | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ is a variant (pinned), a tier, or the model's own name (routed by ``parameters``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tiergate import __version__
 from tiergate.serving import schemas
+from tiergate.serving.auth import Target
 from tiergate.serving.errors import InvalidRequest, MalformedRequest, NotFound
 from tiergate.serving.gateway import Gateway, Outcome
 from tiergate.serving.http.access import Access
@@ -55,7 +57,7 @@ class V2InferRequest(BaseModel):
 
 
 def add_v2_routes(app: FastAPI, access: Access) -> None:
-    ready, admit = access.ready, access.admit
+    ready = access.ready
 
     @app.get("/v2")
     async def server_metadata():
@@ -70,30 +72,29 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         ready()
         return {"ready": True}
 
-    @app.get("/v2/models/{name}", responses=errors(401, 404, 503))
+    @app.get("/v2/models/{name}", responses=errors(401, 403, 404, 503))
     async def model_metadata(name: str, request: Request):
-        admit(request)
         current = ready()
-        _model_request(current, name, {})
+        _known(current, access.authorize(request, _model_target(current, name, {})))
         return _metadata(name, current)
 
-    @app.get("/v2/models/{name}/ready", responses=errors(401, 404, 503))
+    @app.get("/v2/models/{name}/ready", responses=errors(401, 403, 404, 503))
     async def model_ready(name: str, request: Request):
-        admit(request)  # with keys on, names (tiers, variants) are not told to callers without one
-        _model_request(ready(), name, {})
+        current = ready()
+        _known(current, access.authorize(request, _model_target(current, name, {})))
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer", responses=errors(400, 401, 403, 404, 413, 422, 429, 503))
     async def infer(name: str, request: Request):
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()
-        admit(request)  # the key first: a caller without one learns nothing from the answer
         body, binary = _parse_v2(await request.body(), request.headers.get(BINARY_HEADER))
-        routing = admit(request, _model_request(current, name, body.parameters))
+        routing = _model_request(body.parameters)
+        target = _known(current, access.admit(request, _model_target(current, name, body.parameters)))
         x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")
         request_id = body.id or request.state.request_id
         try:
-            route = schemas.RouteRequest(**routing)
+            route = schemas.RouteRequest(**routing, **target.routing())
         except ValidationError as error:
             raise InvalidRequest(problems(error.errors(), prefix="parameters"), field="parameters") from None
         outcome = await current.run(x, route, trace=request.state.trace)
@@ -175,8 +176,8 @@ def _v2_tensor(tensor: V2Tensor, binary: bytes) -> np.ndarray:
     return x[None] if x.ndim == 3 else x  # one image [C, H, W]; other ranks fail check_batch
 
 
-def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Routing fields for a v2 model name: a variant (pin), a tier, or the model itself."""
+def _model_request(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Routing fields from a v2 request's ``parameters`` other than its target (see ``_model_target``)."""
     slo = {k: parameters[k] for k in ("max_latency_ms", "min_accuracy") if k in parameters}
     routing: dict[str, Any] = {"slo": slo or None, "strict": bool(parameters.get("strict", False))}
     timeout = parameters.get("timeout")  # Triton's request parameter, in microseconds
@@ -187,12 +188,26 @@ def _model_request(gateway: Gateway, name: str, parameters: dict[str, Any]) -> d
                 field="parameters.timeout",
             )
         routing["timeout_ms"] = float(timeout) / 1000
+    return routing
+
+
+def _model_target(gateway: Gateway, name: str, parameters: dict[str, Any]) -> Callable[[str], Target]:
+    """What a v2 model name reaches, given the default tier: a variant (pin), a tier, or the
+    model itself (routed by ``parameters.tier``); for ``Access`` to resolve, then check."""
     variants = [variant.name for variant in gateway.registry.known()]
-    if name in variants:
-        return {**routing, "variant": name}
-    if name in gateway.tiers:
-        return {**routing, "tier": name}
     model = gateway.registry.info.model
-    if name == model:
-        return {**routing, "tier": parameters.get("tier")}
-    raise NotFound(f"model: unknown model {name!r}", field="model", known=[model, *gateway.tiers, *variants])
+    return lambda default: Target.of_model(
+        name, parameters.get("tier"), default, model=model, tiers=gateway.tiers, variants=variants
+    )
+
+
+def _known(gateway: Gateway, target: Target) -> Target:
+    """404 for a model name that is none of the model, a tier or a variant (after the key's
+    check: a tier-limited key gets 403 for it, so it learns no names)."""
+    if not target.known:
+        variants = [variant.name for variant in gateway.registry.known()]
+        model = gateway.registry.info.model
+        raise NotFound(
+            f"model: unknown model {target.name!r}", field="model", known=[model, *gateway.tiers, *variants]
+        )
+    return target
