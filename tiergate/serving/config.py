@@ -173,7 +173,7 @@ class LimitsConfig(BaseModel):
         description="scans of one JPEG: each is a pass over the whole image (progressive ones use ~10)",
     )
     image_decode_timeout_ms: float = Field(
-        250.0, gt=0, description="time one image's decode may take, checked between reads of its data"
+        1000.0, gt=0, description="time one image's decode may take, checked between reads of its data"
     )
     image_decode_threads: int = Field(
         2, ge=1, description="images decoded at once, on the decoder's own threads (not the event loop's)"

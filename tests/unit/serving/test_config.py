@@ -46,7 +46,7 @@ DEFAULTS = {
     "limits.max_image_chunks": 4096,
     "limits.max_image_metadata_bytes": 256 << 10,
     "limits.max_jpeg_scans": 16,
-    "limits.image_decode_timeout_ms": 250.0,
+    "limits.image_decode_timeout_ms": 1000.0,
     "limits.image_decode_threads": 2,
 }
 
