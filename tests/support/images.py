@@ -142,7 +142,7 @@ def pngs(draw) -> bytes:
 @st.composite
 def jpegs(draw) -> bytes:
     """A JPEG, valid or not: grey or colour, progressive or not, extra APP/COM segments (up
-    to 64 KiB each, many of them), scans repeated, huge or zero declared dimensions,
+    to 64 KiB each, many of them), runs of fill bytes, scans repeated, huge or zero declared dimensions,
     truncation at any byte, a flipped byte."""
     progressive = draw(st.booleans())
     raw = jpeg(
@@ -151,6 +151,7 @@ def jpegs(draw) -> bytes:
     marker = draw(st.sampled_from([0xE0, 0xE1, 0xE2, 0xED, 0xFE]))
     size, count = draw(st.sampled_from([(0, 0), (100, 1), (65_533, 1), (65_533, 10), (0, 5000)]))
     raw = with_segments(raw, *[jpeg_segment(marker, b"\0" * size)] * count)
+    raw = with_segments(raw, b"\xff" * draw(st.sampled_from([0] * 6 + [100, 300 << 10])))  # fill bytes
     if progressive and draw(st.booleans()):
         raw = with_scans_repeated(raw, draw(st.sampled_from([1, 20])))
     if draw(st.booleans()):

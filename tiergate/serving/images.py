@@ -42,6 +42,7 @@ _JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # the next marker after entropy-coded data: 0xFF not followed by stuffing (00), a restart
 # marker (D0-D7) or fill (FF)
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_FILL = re.compile(rb"\xff+")
 
 
 @dataclass
@@ -176,13 +177,16 @@ def _compressed_start(kind: bytes, data: bytes) -> int | None:
 
 
 def _walk_jpeg(raw: bytes, walk: _Walk) -> None:
-    """Each marker segment up to EOI; after a scan header, past its entropy-coded data."""
+    """Each marker segment up to EOI; after a scan header, past its entropy-coded data.
+    Fill bytes before a marker count as metadata."""
     pos, scans = 2, 0
     while pos < len(raw):  # a JPEG cut short is left to Pillow, which refuses it
         if raw[pos] != 0xFF:
             raise walk.broken(f"has no marker at byte {pos}")
-        while pos + 1 < len(raw) and raw[pos + 1] == 0xFF:  # fill bytes
-            pos += 1
+        fill = _JPEG_FILL.match(raw, pos).end() - 1 - pos  # 0xFF bytes before the marker's own
+        if fill:  # Pillow reads them one at a time: they count as metadata
+            walk.metadata("fill bytes", fill)
+            pos += fill
         marker = raw[pos + 1] if pos + 1 < len(raw) else 0xD9
         walk.chunk(f"marker 0x{marker:02X}")
         if marker == 0xD9:  # EOI

@@ -115,6 +115,13 @@ def test_jpeg_with_large_app_segments_is_too_large():
         DECODER.from_base64(_b64(raw))
 
 
+def test_jpeg_with_a_long_run_of_fill_bytes_is_too_large():
+    """6 MiB of 0xFF fill before a marker (Pillow reads them one by one) is a 413 (metadata limit)."""
+    raw = jpeg()
+    with pytest.raises(TooLarge, match="max_image_metadata_bytes; at fill bytes"):
+        DECODER.from_base64(_b64(raw[:2] + b"\xff" * (6 << 20) + raw[2:]))
+
+
 def test_decode_over_its_time_budget_is_too_large():
     """A decode whose clock passes the budget stops at its next read with a 413 naming the budget."""
     ticks = itertools.count(0.0, 1.0)  # each look at the clock: one second later
