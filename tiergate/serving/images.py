@@ -61,7 +61,7 @@ class _Walk:
             what = "chunks" if self.fmt == "PNG" else "segments"
             raise TooLarge(
                 f"{self.field}: {self.fmt} has more than {self.limits.max_image_chunks} {what} "
-                f"(limits.max_image_chunks; at {name})",
+                f"(serving.limits.max_image_chunks; at {name})",
                 field=self.field,
             )
 
@@ -70,7 +70,7 @@ class _Walk:
         if self.metadata_bytes > self.limits.max_image_metadata_bytes:
             raise TooLarge(
                 f"{self.field}: {self.fmt} metadata exceeds {self.limits.max_image_metadata_bytes} bytes "
-                f"(limits.max_image_metadata_bytes; at {name})",
+                f"(serving.limits.max_image_metadata_bytes; at {name})",
                 field=self.field,
             )
 
@@ -88,7 +88,7 @@ class _Walk:
         if decoded > self.limits.max_image_bytes:
             raise TooLarge(
                 f"{self.field}: {width}x{height} pixels of {channels} x {bits} bits decode to {decoded} "
-                f"bytes, over the limit of {self.limits.max_image_bytes} (limits.max_image_bytes)",
+                f"bytes, over the limit of {self.limits.max_image_bytes} (serving.limits.max_image_bytes)",
                 field=self.field,
             )
 
@@ -208,7 +208,7 @@ def _walk_jpeg(raw: bytes, walk: _Walk) -> None:
             if scans > walk.limits.max_jpeg_scans:
                 raise TooLarge(
                     f"{walk.field}: JPEG has more than {walk.limits.max_jpeg_scans} scans "
-                    "(limits.max_jpeg_scans)",
+                    "(serving.limits.max_jpeg_scans)",
                     field=walk.field,
                 )
             found = _JPEG_NEXT_MARKER.search(raw, pos)

@@ -160,7 +160,7 @@ class InputDecoder:
         if self.clock() > deadline:
             raise TooLarge(
                 f"{field}: decoding the image took longer than its budget of "
-                f"{self.limits.image_decode_timeout_ms:g} ms (limits.image_decode_timeout_ms)",
+                f"{self.limits.image_decode_timeout_ms:g} ms (serving.limits.image_decode_timeout_ms)",
                 field=field,
             )
 
