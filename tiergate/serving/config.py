@@ -6,7 +6,7 @@
       batching: {max_batch_size, batch_wait_timeout_s, threads_per_variant, ...}
       admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant}
       routing: {default_tier, latency_headroom, variant_timeout_s, failure_cooldown_s, ...}
-      limits: {max_body_bytes, max_batch_images, max_image_pixels}
+      limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, ...}
       auth: {enabled, keys_file, watch_interval_s}
 
 What each setting costs or gains, measured, is in BENCHMARKS.md.
@@ -155,6 +155,29 @@ class LimitsConfig(BaseModel):
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger bodies (and encoded images) get 413")
     max_batch_images: int = Field(64, ge=1, description="images in one request")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="pixels of one image, read before decoding")
+    # An image's container is walked before Pillow decodes it (tiergate.serving.images): these
+    # bound what a small hostile file can make the decoder allocate or do.
+    max_image_bytes: int = Field(
+        64 << 20, ge=1, description="decoded bytes of one image (width x height x channels x bit depth / 8)"
+    )
+    max_image_chunks: int = Field(4096, ge=1, description="PNG chunks or JPEG segments in one image")
+    max_image_metadata_bytes: int = Field(
+        256 << 10,
+        ge=0,
+        le=1 << 20,  # Pillow's own text guards are set to 1 MiB (tiergate.serving.images)
+        description="PNG ancillary chunks (compressed ones inflated) or JPEG APP/COM segments, together",
+    )
+    max_jpeg_scans: int = Field(
+        16,
+        ge=1,
+        description="scans of one JPEG: each is a pass over the whole image (progressive ones use ~10)",
+    )
+    image_decode_timeout_ms: float = Field(
+        1000.0, gt=0, description="time one image's decode may take, checked between reads of its data"
+    )
+    image_decode_threads: int = Field(
+        2, ge=1, description="images decoded at once, on the decoder's own threads (not the event loop's)"
+    )
 
 
 class ServingConfig(BaseModel):

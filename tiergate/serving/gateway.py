@@ -10,7 +10,6 @@ Errors are the domain errors of ``tiergate.serving.errors``; the HTTP layer maps
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -228,9 +227,9 @@ class Gateway:
         trace = trace if trace is not None else Trace()
         trace.tier = self.known_tier(request)
         if request.image is not None:
-            # decoding a large PNG takes tens of ms of CPU: off the event loop, so one such
-            # request cannot stall every other one
-            x = await asyncio.to_thread(self.decode, request)
+            # decoding a large PNG takes tens of ms of CPU: off the event loop (on the decoder's
+            # own threads, within its time budget), so one such request cannot stall the others
+            x = await self.decoder.from_base64_off_loop(request.image)
         else:
             x = self.decode(request)
         outcome = await self.run(x, request, started, trace)

@@ -42,6 +42,12 @@ DEFAULTS = {
     "limits.max_body_bytes": 8 << 20,
     "limits.max_batch_images": 64,
     "limits.max_image_pixels": 4096 * 4096,
+    "limits.max_image_bytes": 64 << 20,
+    "limits.max_image_chunks": 4096,
+    "limits.max_image_metadata_bytes": 256 << 10,
+    "limits.max_jpeg_scans": 16,
+    "limits.image_decode_timeout_ms": 1000.0,
+    "limits.image_decode_threads": 2,
 }
 
 
