@@ -146,7 +146,10 @@ class MeasurementStore:
         problem = self._problem(body, raw, candidate)
         if problem is not None:
             return self._stale(record_file, candidate, problem)
-        return body, np.load(io.BytesIO(raw))
+        try:
+            return body, np.load(io.BytesIO(raw))
+        except ValueError as error:  # only a record sealed without a key can get here
+            return self._stale(record_file, candidate, f"its labels do not read: {error}")
 
     def _problem(self, body: object, raw: bytes, candidate: Candidate) -> str | None:
         if not isinstance(body, dict):

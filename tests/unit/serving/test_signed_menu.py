@@ -142,3 +142,13 @@ def test_an_artifact_swapped_under_a_signed_menu_is_not_loaded(tiny_menu, keyed,
     int8 = replica.registry.get("int8")
     assert int8.state == VariantState.FAILED and "sha256" in int8.reason
     assert set(replica.registry.loaded()) == {"fp32", "distilled"}
+
+
+def test_a_short_menu_key_is_refused_by_name(monkeypatch):
+    """TIERGATE_MENU_KEY shorter than 16 characters is refused with an error naming the
+    variable, not used as a weak key."""
+    from tiergate import settings
+
+    monkeypatch.setenv("TIERGATE_MENU_KEY", "short")
+    with pytest.raises(ValueError, match="TIERGATE_MENU_KEY is 5 characters"):
+        settings.menu_key()
