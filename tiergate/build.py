@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiergate import settings
 from tiergate.compression import (
     Builder,
     ModelError,
@@ -20,6 +21,7 @@ from tiergate.compression import (
     train_base,
 )
 from tiergate.compression.cache import cache_key
+from tiergate.compression.integrity import Sealer
 from tiergate.compression.source import read_weights
 from tiergate.config import AppConfig
 from tiergate.profiles import Candidate, Menu, plot_pareto, profile_variants
@@ -39,7 +41,11 @@ def menu_files(config: AppConfig) -> MenuFiles:
 
 
 def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
-    """Build (or load from cache) and measure every configured variant."""
+    """Build (or load from cache) and measure every configured variant. With
+    ``$TIERGATE_MENU_KEY`` set, cached entries must carry its HMAC (else they are built or
+    measured again) and the menu written is signed with it."""
+    key = settings.menu_key()
+    sealer = Sealer(key)
     log.info("loading data (%s)", config.data.source)
     splits = load_splits(config.data)
     log.info(
@@ -50,7 +56,7 @@ def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
     config = ensure_base_weights(config, splits)
     base = load_base(config.model, splits)
     builder = Builder(config.model, splits, base, config.compress.cache_dir,
-                      config.compress.finetune_samples)  # fmt: skip
+                      config.compress.finetune_samples, sealer)  # fmt: skip
     built, skipped = builder.build_all(parse_variants(config.compress.variants, config.compress.recipes))
     candidates = [
         Candidate(
@@ -60,12 +66,14 @@ def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
         )
         for v in built
     ]  # fmt: skip
-    entries = profile_variants(candidates, splits, config.profile, config.compress.cache_dir, reprofile)
+    entries = profile_variants(
+        candidates, splits, config.profile, config.compress.cache_dir, reprofile, sealer
+    )
     menu = Menu(
         model=config.model.name, dataset=config.data.source, labelled=splits.labelled,
         quality_metric="accuracy" if splits.labelled else "fidelity", variants=entries,
         skipped=skipped, classes=list(splits.classes), input_shape=splits.input_shape,
-    )  # fmt: skip
+    ).signed(key)  # fmt: skip
     files = menu_files(config)
     menu.write(files.manifest)
     plot_pareto(menu, files.chart)

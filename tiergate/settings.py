@@ -26,3 +26,20 @@ def cache_dir_override() -> Path | None:
 def api_keys() -> str | None:
     """TIERGATE_API_KEYS: the API keys as YAML/JSON text, when serving.auth.keys_file is unset."""
     return os.environ.get("TIERGATE_API_KEYS")
+
+
+MIN_MENU_KEY_CHARS = 16
+
+
+def menu_key() -> bytes | None:
+    """TIERGATE_MENU_KEY: the secret the build signs the menu (and seals the cache's
+    records) with, and replicas check the menu against. Never logged. Every process that
+    builds or serves needs the same value."""
+    value = os.environ.get("TIERGATE_MENU_KEY")
+    if not value:
+        return None
+    if len(value) < MIN_MENU_KEY_CHARS:
+        raise ValueError(
+            f"TIERGATE_MENU_KEY is {len(value)} characters; use at least {MIN_MENU_KEY_CHARS} random ones"
+        )
+    return value.encode()

@@ -8,6 +8,7 @@ a Serve handle from inside the cluster (fault injection, a look at ``sys.modules
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from tests.support.chaos import inject_fault
@@ -49,3 +50,18 @@ class HookedVariant(VariantReplica):
 
 
 HOOKED = {"ingress": ingress_deployment(HookedIngress), "variant": variant_deployment(HookedVariant)}
+
+
+MENU_KEY = "integration-menu-key-0123456789"
+
+
+class KeyedIngress(IngressReplica):
+    """The ingress replica with TIERGATE_MENU_KEY set in its own process (as every node of
+    a signed deployment has it), leaving the driver's environment alone."""
+
+    async def __init__(self, spec, variants=None) -> None:
+        os.environ["TIERGATE_MENU_KEY"] = MENU_KEY
+        await super().__init__(spec, variants)
+
+
+KEYED = {"ingress": ingress_deployment(KeyedIngress)}

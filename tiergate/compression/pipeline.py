@@ -27,6 +27,7 @@ import tiergate.compression.methods  # noqa: F401  (registers the handlers)
 from tiergate.compression.cache import Artifact, ArtifactCache, cache_key
 from tiergate.compression.data import Dataset, Splits
 from tiergate.compression.export import export_onnx
+from tiergate.compression.integrity import Sealer
 from tiergate.compression.progress import progress
 from tiergate.compression.recipes import (
     BuildContext,
@@ -101,9 +102,10 @@ class Builder:
         base: nn.Module,
         cache_dir: Path,
         finetune_samples: int = 20000,
+        sealer: Sealer | None = None,
     ) -> None:
         self.splits, self.base = splits, base
-        self.cache = ArtifactCache(cache_dir)
+        self.cache = ArtifactCache(cache_dir, sealer)
         self._teacher_dir = Path(cache_dir) / "teacher"
         self._modules: dict[tuple[Recipe, ...], nn.Module] = {}
         order = np.random.default_rng(0).permutation(len(splits.train))[:finetune_samples]

@@ -17,15 +17,17 @@ import numpy as np
 import onnxruntime as ort
 
 
-def open_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """An ORT CPU session pinned to ``threads`` intra-op threads (0 = ORT's default)."""
+def open_session(path: Path | bytes, threads: int = 1) -> ort.InferenceSession:
+    """An ORT CPU session pinned to ``threads`` intra-op threads (0 = ORT's default), of
+    the ONNX file at ``path`` or of the model's bytes."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def predict(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

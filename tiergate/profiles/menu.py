@@ -1,16 +1,29 @@
 """The menu: one measured entry per variant, its JSON manifest and the Pareto front.
 
 entries = mark_pareto(entries)
-Menu(model="m", ..., variants=entries).write(Path("manifest.json"))
+Menu(model="m", ..., variants=entries).signed(key).write(Path("manifest.json"))
+Menu.read(path).verify(key, source=str(path))    # raises MenuSignatureError
+
+With a menu key (``$TIERGATE_MENU_KEY``), the menu carries ``signature``: an HMAC-SHA256
+over the canonical JSON of everything else in it (every measurement, every artifact's
+path and sha256), so an edit to the manifest, or a menu written without the key, is
+refused by ``verify``.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tiergate.compression.integrity import KEY_VARIABLE, mac
+
+
+class MenuSignatureError(ValueError):
+    """A menu key is set and the menu is unsigned, or its signature does not match it."""
 
 
 class LatencyStats(BaseModel):
@@ -65,6 +78,30 @@ class Menu(BaseModel):
     input_shape: tuple[int, int, int] | None = None  # (C, H, W) the variants take
     variants: list[MenuEntry]
     skipped: dict[str, str] = Field(default_factory=dict)  # name -> why it was not built
+    signature: str | None = None  # HMAC-SHA256 of the rest, with the menu key (when one is set)
+
+    def signed(self, key: bytes | None) -> Menu:
+        """This menu signed with ``key``; unchanged (unsigned) without one."""
+        return self if key is None else self.model_copy(update={"signature": mac(key, self._signed_part())})
+
+    def verify(self, key: bytes | None, source: str) -> None:
+        """With a key, refuse (MenuSignatureError) an unsigned menu or one whose signature
+        does not match; ``source`` names where the menu came from. Without one, any menu
+        (signed or not) passes."""
+        if key is None:
+            return
+        if self.signature is None:
+            raise MenuSignatureError(f"{source}: the menu is unsigned and {KEY_VARIABLE} is set: refused")
+        if not hmac.compare_digest(self.signature, mac(key, self._signed_part())):
+            raise MenuSignatureError(
+                f"{source}: the menu's signature does not match {KEY_VARIABLE} (the menu was altered "
+                "after it was signed, or signed with another key): refused"
+            )
+
+    def _signed_part(self) -> object:
+        """Everything but the signature, as JSON (so a menu read back from its file, or
+        handed to a replica as JSON, signs to the same bytes)."""
+        return json.loads(self.model_dump_json(exclude={"signature"}))
 
     def write(self, path: Path) -> None:
         """Replace ``path`` in one step: a serving replica reading it never sees half a menu."""

@@ -3,11 +3,16 @@
     menu = profile_variants(variants, splits, ProfileConfig(threads=1), cache_dir)
 
 Measurements are cached by (artifact sha256, data, settings, CPU, ORT version):
-a warm start re-reads them instead of re-timing.
+a warm start re-reads them instead of re-timing. Each record is sealed (tiergate.compression
+.integrity) together with the sha256 of the artifact it measured and of its predicted
+labels; a record whose seal does not vouch for it, or that measured another artifact, is
+logged as stale and measured again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -22,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tiergate.compression.cache import cache_key
 from tiergate.compression.data import Splits
+from tiergate.compression.integrity import Sealer
 from tiergate.compression.progress import progress
 from tiergate.profiles.graph import count_params_and_flops
 from tiergate.profiles.measure import (
@@ -86,31 +92,82 @@ def profile_variants(
     config: ProfileConfig,
     cache_dir: Path,
     reprofile: bool = False,
+    sealer: Sealer | None = None,
 ) -> list[MenuEntry]:
-    """One MenuEntry per candidate, the first being the fp32 reference."""
-    store = Path(cache_dir) / "profiles"
-    store.mkdir(parents=True, exist_ok=True)
+    """One MenuEntry per candidate, the first being the fp32 reference. ``sealer``: seals
+    the cached records (with the menu key, when there is one)."""
+    store = MeasurementStore(Path(cache_dir) / "profiles", sealer or Sealer())
     measured = []
     for candidate in progress(candidates, desc="profiling", unit="variant"):
         key = cache_key({
             "sha256": candidate.sha256, "data": splits.fingerprint, "config": config.model_dump(),
             "hardware": hardware_id(), "onnxruntime": ort.__version__,
         })[:32]  # fmt: skip
-        record, labels = _load(store, key) if not reprofile else (None, None)
-        if record is None:
+        cached = store.load(key, candidate) if not reprofile else None
+        if cached is None:
             log.info("%s: measuring accuracy and latency", candidate.name)
-            record, labels = _measure(candidate, splits, config)
-            (store / f"{key}.json").write_text(json.dumps(record))
-            np.save(store / f"{key}.npy", labels)
-        measured.append((candidate, record, labels))
+            cached = _measure(candidate, splits, config)
+            store.save(key, candidate, *cached)
+        measured.append((candidate, *cached))
     return mark_pareto(_entries(measured, splits, config))
 
 
-def _load(store: Path, key: str) -> tuple[dict | None, np.ndarray | None]:
-    try:
-        return json.loads((store / f"{key}.json").read_text()), np.load(store / f"{key}.npy")
-    except (OSError, ValueError):
-        return None, None
+RECORD_FIELDS = frozenset({"latency_ms", "params", "flops", "size_bytes"})
+
+
+class MeasurementStore:
+    """Measurement records, one ``<key>.json`` (figures, seal) and ``<key>.npy`` (predicted
+    test labels) each. The seal covers the figures, the artifact's sha256 and the labels'
+    sha256, so an edited record, or one copied from another artifact, is not taken."""
+
+    def __init__(self, root: Path, sealer: Sealer) -> None:
+        self.root, self.sealer = root, sealer
+
+    def save(self, key: str, candidate: Candidate, record: dict, labels: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, labels)
+        body = {**record, "artifact_sha256": candidate.sha256,
+                "labels_sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}  # fmt: skip
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / f"{key}.npy").write_bytes(buffer.getvalue())
+        (self.root / f"{key}.json").write_text(json.dumps({**body, "seal": self.sealer.seal(body)}))
+
+    def load(self, key: str, candidate: Candidate) -> tuple[dict, np.ndarray] | None:
+        """The record for ``key`` if there is one the seal vouches for, else None (a stale
+        one is logged with the reason)."""
+        record_file = self.root / f"{key}.json"
+        try:
+            body = json.loads(record_file.read_text())
+            raw = (self.root / f"{key}.npy").read_bytes()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            return self._stale(record_file, candidate, f"it does not read: {error}")
+        problem = self._problem(body, raw, candidate)
+        if problem is not None:
+            return self._stale(record_file, candidate, problem)
+        try:
+            return body, np.load(io.BytesIO(raw))
+        except ValueError as error:  # only a record sealed without a key can get here
+            return self._stale(record_file, candidate, f"its labels do not read: {error}")
+
+    def _problem(self, body: object, raw: bytes, candidate: Candidate) -> str | None:
+        if not isinstance(body, dict):
+            return "it is not a JSON object"
+        problem = self.sealer.problem({k: v for k, v in body.items() if k != "seal"}, body.get("seal"))
+        if problem is not None:
+            return problem
+        if body.get("artifact_sha256") != candidate.sha256:
+            return f"it measured another artifact ({str(body.get('artifact_sha256'))[:12]})"
+        if body.get("labels_sha256") != hashlib.sha256(raw).hexdigest():
+            return "its labels file does not match its sha256"
+        missing = sorted(RECORD_FIELDS - body.keys())
+        return f"it lacks {', '.join(missing)}" if missing else None
+
+    @staticmethod
+    def _stale(record_file: Path, candidate: Candidate, problem: str) -> None:
+        log.warning("profiles: %s is stale (%s); measuring %s again", record_file, problem, candidate.name)
+        return None
 
 
 def _measure(candidate: Candidate, splits: Splits, config: ProfileConfig) -> tuple[dict, np.ndarray]:

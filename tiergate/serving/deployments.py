@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from tiergate import settings
 from tiergate.serving.engines import VariantEngine
 from tiergate.serving.filewatch import FileWatch
 from tiergate.serving.frontdoor import PROCESS_DOOR
@@ -30,7 +31,7 @@ from tiergate.serving.http import create_app
 from tiergate.serving.loading import engine_settings, remote_engines, retime, time_remote_variants
 from tiergate.serving.logs import route_into_serve_log
 from tiergate.serving.metrics import Metrics
-from tiergate.serving.replica import Replica, ReplicaSpec
+from tiergate.serving.replica import Replica, ReplicaSpec, menu_source
 from tiergate.serving.trace import Trace
 from tiergate.serving.upkeep import freeze_startup_objects, report_metrics, watch_keys, watch_menu
 
@@ -89,6 +90,7 @@ class VariantReplica:
     async def __init__(self, spec: dict[str, Any], name: str) -> None:
         route_into_serve_log()
         spec = ReplicaSpec.model_validate(spec)
+        spec.menu.verify(settings.menu_key(), source=menu_source(spec))
         self.entry = next(e for e in spec.menu.variants if e.name == name)
         self.serving, self.input_shape = spec.serving, spec.menu.input_shape
         metrics = Metrics(spec.tiers)

@@ -62,9 +62,11 @@ class Replica:
         admission: Admission,
         keys: KeyRing | None = None,
         metrics: MetricsSink | None = None,
+        menu_key: bytes | None = None,
     ) -> None:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
         self.admission, self.keys, self.metrics = admission, keys, metrics
+        self.menu_key = menu_key  # a new menu must be signed with it, when set
         self.limits = Limits.from_config(spec.serving)
         self._draining: set[asyncio.Task] = set()  # old engines answering what they hold
 
@@ -80,8 +82,11 @@ class Replica:
     ) -> Replica:
         """Open every variant of ``spec.menu`` in this process (or, per_variant topology,
         take the engines ``remote`` makes for the new live menu) into a fresh live menu. A
-        variant that does not load is marked failed; the reference (fp32) must load."""
+        variant that does not load is marked failed; the reference (fp32) must load. With
+        ``$TIERGATE_MENU_KEY`` set, an unsigned or altered menu is refused (MenuSignatureError)."""
         serving, menu = spec.serving, spec.menu
+        menu_key = settings.menu_key()
+        menu.verify(menu_key, source=menu_source(spec))
         admission = admission if admission is not None else Admission(clock=clock)
         registry = MenuRegistry(MenuInfo.of(menu), reference=menu.variants[0].name, clock=clock)
         sink = metrics(registry) if metrics is not None else None
@@ -109,7 +114,7 @@ class Replica:
         decoder = InputDecoder(menu.input_shape, serving.limits, spec.preprocess)
         gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
-        return cls(spec, registry, gateway, opener, admission, keys, sink)
+        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key)
 
     def record(self, trace: Trace, status_code: int) -> None:
         """An inference request's answer went out (the HTTP layer calls this)."""
@@ -139,10 +144,13 @@ class Replica:
         self.registry.add(entry, engine)
         return "added"
 
-    async def reconcile(self, menu: Menu) -> dict[str, list[str]]:
+    async def reconcile(self, menu: Menu, source: str = "the new menu") -> dict[str, list[str]]:
         """Make the live menu match ``menu``: new variants join, variants whose artifact
         changed (sha256) are swapped in, re-measured ones take their new figures, and
-        variants no longer listed are retired. The requests in flight are all answered."""
+        variants no longer listed are retired. The requests in flight are all answered.
+        With a menu key, an unsigned or altered ``menu`` (from ``source``) is refused
+        (MenuSignatureError) and the live menu stays as it is."""
+        menu.verify(self.menu_key, source)
         changes: dict[str, list[str]] = {"added": [], "replaced": [], "remeasured": [], "retired": []}
         for entry in menu.variants:
             current = self.registry.get(entry.name)
@@ -201,6 +209,11 @@ class Replica:
     def close(self) -> None:
         for engine in self.registry.loaded().values():
             engine.close()
+
+
+def menu_source(spec: ReplicaSpec) -> str:
+    """Where a replica's menu came from, for errors: its manifest file, if it has one."""
+    return f"menu {spec.manifest}" if spec.manifest is not None else "the menu handed to this replica"
 
 
 def routing_settings(serving: ServingConfig) -> RoutingSettings:

@@ -45,18 +45,20 @@ async def watch_keys(reload: Callable[[], int], watch: FileWatch, interval_s: fl
 
 
 async def watch_menu(
-    reconcile: Callable[[Menu], Awaitable[dict[str, list[str]]]], watch: FileWatch, interval_s: float
+    reconcile: Callable[[Menu, str], Awaitable[dict[str, list[str]]]], watch: FileWatch, interval_s: float
 ) -> None:
     """Apply the menu manifest whenever its content changes (``tiergate compress`` rewrote
-    it, say). Every replica runs this, so every replica follows the same file."""
+    it, say). Every replica runs this, so every replica follows the same file. A manifest
+    that does not apply (unreadable, or refused for its signature) is logged and the
+    current menu keeps serving."""
     while True:
         await asyncio.sleep(interval_s)
         if not watch.changed():
             continue
         try:
-            changes = await reconcile(Menu.read(watch.path))
+            changes = await reconcile(Menu.read(watch.path), f"menu {watch.path}")
         except Exception as error:  # the watch must outlive any bad manifest
-            log.error("%s changed but was not applied: %s", watch.path, error)
+            log.error("%s changed but was not applied, the current menu keeps serving: %s", watch.path, error)
             continue
         log.info("menu %s applied: %s", watch.path, {k: v for k, v in changes.items() if v} or "no change")
 

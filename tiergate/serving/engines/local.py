@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -26,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tiergate.compression.cache import file_sha256
 from tiergate.profiles.measure import measure_latency, open_session
 from tiergate.profiles.policy import VariantProfile, batches_ms, service_time_ms
 from tiergate.serving.engines.batching import Pending, take_batch
@@ -103,11 +103,13 @@ class VariantEngine:
     @classmethod
     def load(cls, name: str, path: Path, sha256: str, settings: EngineSettings, **wiring) -> VariantEngine:
         """Check the file against its manifest hash, then open it in ORT; ``wiring``: the
-        constructor's keyword arguments."""
-        actual = file_sha256(path)
+        constructor's keyword arguments. The bytes hashed are the bytes opened, so the file
+        cannot be swapped between the check and the load."""
+        model = path.read_bytes()
+        actual = hashlib.sha256(model).hexdigest()
         if actual != sha256:
             raise CorruptArtifact(f"{name}: {path} has sha256 {actual[:12]}, manifest says {sha256[:12]}")
-        return cls(name, open_session(path, threads=settings.threads), settings, **wiring)
+        return cls(name, open_session(model, threads=settings.threads), settings, **wiring)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Synchronous inference on one batch, bypassing the batcher (profiling, checks)."""
