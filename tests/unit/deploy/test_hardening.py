@@ -121,8 +121,8 @@ def test_image_and_compose_commands_pass_protected_mode_with_keys(command):
 
 
 def test_no_deployment_opts_out_of_protected_mode():
-    """No file under deploy/ nor the Dockerfile turns the opt-out setting on."""
-    files = [ROOT / "Dockerfile", *(p for p in DEPLOY.rglob("*") if p.is_file())]
+    """No manifest or config under deploy/ nor the Dockerfile turns the opt-out setting on."""
+    files = [ROOT / "Dockerfile", *DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]
     opt_out = re.compile(r"allow_unauthenticated_remote\W+true", re.IGNORECASE)
     assert not [p for p in files if opt_out.search(p.read_text(errors="ignore"))]
 
