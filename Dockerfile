@@ -1,6 +1,9 @@
 # tiergate: the same install steps as the Makefile (`make install`), in a slim image.
-#   docker build -t tiergate .
-#   docker run --rm -p 8000:8000 -v tiergate-cache:/home/tiergate/.tiergate-cache tiergate
+#   docker build -t tiergate:0.1.0 .
+#   docker run --rm -p 8000:8000 -e TIERGATE_API_KEYS="$(cat keys.yaml)" \
+#     -v tiergate-cache:/home/tiergate/.tiergate-cache tiergate:0.1.0
+# It serves on all interfaces with API keys on (README.md "API keys"): `tiergate serve`
+# refuses a non-loopback host with keys off unless serving.http.allow_unauthenticated_remote.
 # For a CPU-only torch wheel (a few hundred MB instead of the CUDA build), pass
 # --build-arg PIP_EXTRA_INDEX_URL=<PyTorch's CPU wheel index>.
 FROM python:3.11-slim-bookworm
@@ -33,4 +36,4 @@ EXPOSE 8000 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=600s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"
 ENTRYPOINT ["tiergate"]
-CMD ["serve", "--host", "0.0.0.0"]
+CMD ["serve", "--host", "0.0.0.0", "--set", "serving.auth.enabled=true"]

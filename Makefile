@@ -7,10 +7,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := dataset-fashion-mnist prometheus
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 PROMETHEUS := /usr/bin/promtool
+# Checkov, the Kubernetes policy check of deploy/kuberay (tests/unit/deploy/test_policy.py),
+# in a venv of its own: its pinned dependencies would fight the project's
+POLICY_VENV := .venv-policy
+CHECKOV := $(POLICY_VENV)/bin/checkov
+CHECKOV_VERSION := 3.3.30
 
 .PHONY: install system-deps run compress test test-unit lint bench soak clean
 
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) $(CHECKOV)
 
 # Debian's Fashion-MNIST for the embedded default, and Prometheus (with promtool) for the
 # metrics tests; skipped where apt is absent (those tests then skip, saying why).
@@ -25,6 +30,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+$(CHECKOV):
+	@test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 
 # build (or load from the cache) and measure the variants, then serve on 127.0.0.1:8000
 run: install

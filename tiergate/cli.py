@@ -2,7 +2,7 @@
 
 tiergate compress [--config F] [--json]     build, measure and print the menu
 tiergate serve [--config F]                 build the menu and serve it on Ray Serve
-tiergate ray-env [--config F]               Ray's feature flags that serve sets, as shell exports
+tiergate ray-env [--config F]               Ray's feature flags that serve sets (token auth too), as exports
 tiergate train-base [--config F] [--out W]  train the built-in base model
 """
 
@@ -185,6 +185,8 @@ def _ray_env(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
     for name, (value, source) in ray_flag_sources(config.serving).items():
         print(f"export {name}={shlex.quote(value)}  # {source}")
+    print("# Ray token authentication: every node, and every client (serve deploy, ray job), needs the")
+    print("# same token in $RAY_AUTH_TOKEN or ~/.ray/auth_token; on the head: ray get-auth-token --generate")
     return 0
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tiergate.config import AppConfig
-from tiergate.serving.config import ServingConfig
-from tiergate.serving.ray_env import prepare_ray_environment
+from tiergate.serving.config import ServingConfig, is_loopback
+from tiergate.serving.ray_env import prepare_ray_environment, prepare_ray_token
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Deployment
@@ -38,16 +38,36 @@ def start(config: AppConfig, num_cpus: int | None = None, menu: Menu | None = No
 
 
 def start_cluster(serving: ServingConfig, num_cpus: int | None = None) -> None:
-    """Ray and Serve's HTTP ingress on ``serving.http.host:port``, nothing deployed yet."""
+    """Ray (token authentication on) and Serve's HTTP ingress on ``serving.http.host:port``,
+    nothing deployed yet."""
+    warn_if_unprotected(serving)
     prepare_ray_environment(serving)  # before Ray starts any process
+    log.info("Ray token authentication on; token: %s", prepare_ray_token())
     import ray
     from ray import serve
+    from ray._raylet import Config
+
+    # Ray reads RAY_AUTH_MODE when it is first imported (a test may have imported it before
+    # the flags were set); re-read it, as Ray does when it turns token auth on itself
+    Config.initialize("")
 
     ray.init(
         address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
         _metrics_export_port=serving.http.metrics_port,
     )  # fmt: skip
     serve.start(http_options={"host": serving.http.host, "port": serving.http.port})
+
+
+def warn_if_unprotected(serving: ServingConfig) -> None:
+    """Log loudly when the config opted out of protected mode and the gateway is reachable
+    from other machines without keys (the config refuses that unless opted out)."""
+    http = serving.http
+    if not serving.auth.enabled and not is_loopback(http.host):
+        log.warning(
+            "PROTECTED MODE OFF (serving.http.allow_unauthenticated_remote: true): every route, admin "
+            "included, is open without a key to anyone who can reach %s:%s; turn serving.auth.enabled on",
+            http.host, http.port,
+        )  # fmt: skip
 
 
 def deploy(

@@ -1,7 +1,7 @@
 """The gateway's own settings (the `serving:` section of the config file), in groups:
 
     serving:
-      http: {host, port, metrics_port, access_log}
+      http: {host, port, metrics_port, access_log, allow_unauthenticated_remote}
       ray: {ingress, ingress_metrics, topology, variant_deployments, replicas, ...}
       batching: {max_batch_size, batch_wait_timeout_s, threads_per_variant, ...}
       admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant}
@@ -14,6 +14,7 @@ What each setting costs or gains, measured, is in BENCHMARKS.md.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,6 +46,21 @@ class HttpConfig(BaseModel):
         8080, ge=1, le=65535, description="Ray's per-node Prometheus endpoint (ours and ray_serve_*)"
     )
     access_log: bool = Field(False, description="Ray Serve's per-request access log lines")
+    allow_unauthenticated_remote: bool = Field(
+        False,
+        description="serve a non-loopback host with API keys off (protected mode's opt-out; logged loudly)",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine: ``localhost``, 127.0.0.0/8 or ::1.
+    Any other name or address (0.0.0.0, ::, a hostname) counts as reachable from outside."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class RayConfig(BaseModel):
@@ -204,6 +220,22 @@ class ServingConfig(BaseModel):
                 "variant times out before it can be retried"
             )
         return self
+
+    @model_validator(mode="after")
+    def _protected_mode(self) -> ServingConfig:
+        """Refuse to serve every route, admin included, to the network without keys, unless
+        the config says so on purpose (in the spirit of Redis's protected mode)."""
+        host = self.http.host
+        if self.auth.enabled or self.http.allow_unauthenticated_remote or is_loopback(host):
+            return self
+        raise ValueError(
+            f"serving.http.host is {host!r}, not a loopback address, while API keys are off "
+            "(serving.auth.enabled: false): anyone who can reach the port could call the whole API, "
+            "admin routes included. Turn keys on with serving.auth.enabled: true and the keys in "
+            "serving.auth.keys_file or $TIERGATE_API_KEYS (tiergate serve: --set serving.auth.enabled=true), "
+            "serve on 127.0.0.1, or, to serve without keys on purpose, set "
+            "serving.http.allow_unauthenticated_remote: true"
+        )
 
     def is_set(self, path: str) -> bool:
         """Whether the config gave the field at ``path`` (below ``serving``, e.g. ``ray.ingress``)

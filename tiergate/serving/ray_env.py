@@ -6,15 +6,19 @@ manifests are checked against ``ray_flags`` by a test.
     sources = prepare_ray_environment(config.serving)   # {"RAY_...": (value, where from)}
 
 An explicit config setting always wins over an inherited variable; a flag the config
-leaves open keeps an inherited value, and that is logged once.
+leaves open keeps an inherited value, and that is logged once. Ray's token authentication
+(RAY_AUTH_MODE=token) is required: an inherited value that turns it off is overridden, and
+a local cluster gets a random token per start unless one is given (``prepare_ray_token``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from tiergate.serving.config import ServingConfig
 
@@ -30,6 +34,7 @@ class RayFlag:
     name: str
     value: Callable[[ServingConfig], str | None]  # for a serving config; None: not set for it
     field: str | None = None  # the serving field the value follows from; None: tiergate's own choice
+    required: bool = False  # an inherited value that says otherwise is overridden, with a warning
 
 
 def _always(value: str) -> Callable[[ServingConfig], str | None]:
@@ -41,6 +46,9 @@ def _with_haproxy(value: str) -> Callable[[ServingConfig], str | None]:
 
 
 RAY_FLAGS: tuple[RayFlag, ...] = (
+    # Ray's token authentication on every Ray endpoint (GCS, dashboard and job API, Ray
+    # client, raylets): without it anyone who reaches a Ray port runs code in the cluster
+    RayFlag("RAY_AUTH_MODE", _always("token"), required=True),
     # counters once, as *_total
     RayFlag("RAY_EXPORT_COUNTER_AS_GAUGE", _always("0")),
     # Ray runs replica code on a second event loop in its own thread by default, shielding
@@ -73,6 +81,9 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
 )
 
 FROM_ENVIRONMENT = "environment"
+REQUIRED = "tiergate: required"
+# where Ray looks for its token, in its order (docs.ray.io, "Ray token authentication")
+TOKEN_VARIABLE, TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 
 
 def ray_flags(serving: ServingConfig) -> dict[str, str]:
@@ -96,7 +107,9 @@ def ray_flag_sources(
         if value is None:
             continue
         inherited = environ.get(flag.name)
-        if flag.field is not None and serving.is_set(flag.field):
+        if flag.required:
+            sources[flag.name] = (value, REQUIRED)
+        elif flag.field is not None and serving.is_set(flag.field):
             sources[flag.name] = (value, f"config: serving.{flag.field}")
         elif inherited is not None and inherited != value:
             sources[flag.name] = (inherited, FROM_ENVIRONMENT)
@@ -112,10 +125,31 @@ def prepare_ray_environment(serving: ServingConfig) -> dict[str, tuple[str, str]
     process Ray starts inherits (so: before Ray starts any). Values kept from the environment
     are logged, in one line; returns where each value came from (``ray_flag_sources``)."""
     sources = ray_flag_sources(serving)
-    for name, (value, _) in sources.items():
+    for name, (value, source) in sources.items():
+        if source == REQUIRED and os.environ.get(name, value) != value:
+            log.warning("%s=%s in the environment is overridden: tiergate requires %s=%s",
+                        name, os.environ[name], name, value)  # fmt: skip
         os.environ[name] = value
     inherited = [f"{name}={value} (from the environment)" for name, (value, source) in sources.items()
                  if source == FROM_ENVIRONMENT]  # fmt: skip
     if inherited:
         log.info("Ray flags the config leaves open, kept as inherited: %s", ", ".join(inherited))
     return sources
+
+
+def prepare_ray_token(environ: MutableMapping[str, str] | None = None, home: Path | None = None) -> str:
+    """Make sure the Ray cluster about to start has a token (RAY_AUTH_MODE=token): one given
+    in $RAY_AUTH_TOKEN, in the file $RAY_AUTH_TOKEN_PATH or in Ray's default file
+    (~/.ray/auth_token) is used; otherwise a random one (256 bits) for this start only, put
+    in ``environ`` (default: this process's) for every Ray process to inherit and written
+    nowhere. Returns where the token comes from, never the token itself."""
+    environ = os.environ if environ is None else environ
+    if environ.get(TOKEN_VARIABLE):
+        return f"${TOKEN_VARIABLE}"
+    if environ.get(TOKEN_PATH_VARIABLE):
+        return f"${TOKEN_PATH_VARIABLE} ({environ[TOKEN_PATH_VARIABLE]})"
+    default = (home or Path.home()) / ".ray" / "auth_token"
+    if default.is_file():
+        return str(default)
+    environ[TOKEN_VARIABLE] = secrets.token_hex(32)
+    return "a random one for this start"

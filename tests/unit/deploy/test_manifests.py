@@ -18,7 +18,7 @@ from tiergate.serving.ray_env import ray_flags
 
 DEPLOY = ROOT / "deploy"
 SERVE_CONFIG = DEPLOY / "serve-config.yaml"
-SERVICE, CLAIM = yaml.safe_load_all((DEPLOY / "kuberay" / "rayservice.yaml").read_text())
+SERVICE, CLAIM, NETWORK_POLICY = yaml.safe_load_all((DEPLOY / "kuberay" / "rayservice.yaml").read_text())
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 CLUSTER = SERVICE["spec"]["rayClusterConfig"]
 GROUPS = [CLUSTER["headGroupSpec"], *CLUSTER["workerGroupSpecs"]]
@@ -66,17 +66,24 @@ def test_serve_config_path_loads_from_the_repository():
 
 
 def test_every_deployment_turns_api_keys_on():
-    """The Serve config, the RayService (keys from a Secret in every pod) and compose (keys
-    from the environment) all run with serving.auth.enabled, and the override loads."""
+    """The Serve config, the RayService (keys from a Secret mounted as serving.auth.keys_file
+    in every pod) and compose (keys from the environment) all run with serving.auth.enabled,
+    and the overrides load."""
     local = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]["args"]
     for args in (local, serve_config().applications[0].args):
         assert args["serving.auth.enabled"] is True
         overrides = {key: value for key, value in args.items() if key != "config"}
         assert load_config(ROOT / local["config"], overrides).serving.auth.enabled
+    keys_file = Path(serve_config().applications[0].args["serving.auth.keys_file"])
     for group in GROUPS:
-        (container,) = group["template"]["spec"]["containers"]
-        (keys,) = [e for e in container["env"] if e["name"] == "TIERGATE_API_KEYS"]
-        assert keys["valueFrom"]["secretKeyRef"]["name"] == "tiergate-api-keys"
+        spec = group["template"]["spec"]
+        (container,) = spec["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(keys_file.parent)]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert mount["readOnly"] is True
+        assert volume["secret"]["secretName"] == "tiergate-api-keys"
+        assert volume["secret"]["items"] == [{"key": keys_file.name, "path": keys_file.name}]
+        assert not [e for e in container.get("env", []) if "valueFrom" in e]  # no secret in the environment
     gateway = COMPOSE["services"]["gateway"]
     assert "serving.auth.enabled=true" in gateway["command"]
     assert "TIERGATE_API_KEYS" in gateway["environment"]
@@ -90,7 +97,6 @@ def test_pods_export_metrics_and_share_the_cache(group):
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8080"
     (container,) = template["spec"]["containers"]
-    assert container["image"] == "tiergate:latest"
     assert {"name": "TIERGATE_CACHE_DIR", "value": "/cache"} in container["env"]
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/cache"]
     (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
@@ -132,10 +138,12 @@ def described_config():
 @pytest.mark.parametrize("group", GROUPS, ids=lambda group: group.get("groupName", "head"))
 def test_every_pod_sets_exactly_the_ray_flags_tiergate_serve_sets(group):
     """Every Ray pod's environment holds exactly the Ray flags of tiergate's table for the
-    config the RayService runs (HAProxy ingress, ...): a flag dropped from the manifest, one
-    added to the table or a value changed on either side fails here."""
+    config the RayService runs (HAProxy ingress, ...), RAY_AUTH_MODE aside, which KubeRay sets
+    from authOptions: a flag dropped from the manifest, one added to the table or a value
+    changed on either side fails here."""
     expected = ray_flags(described_config().serving)
     assert expected["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the config as shipped: HAProxy ingress
+    assert CLUSTER["authOptions"]["mode"] == expected.pop("RAY_AUTH_MODE") == "token"
     (container,) = group["template"]["spec"]["containers"]
     assert {e["name"]: e.get("value") for e in container["env"] if e["name"].startswith("RAY_")} == expected
 

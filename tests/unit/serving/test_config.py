@@ -13,6 +13,7 @@ DEFAULTS = {
     "http.port": 8000,
     "http.metrics_port": 8080,
     "http.access_log": False,
+    "http.allow_unauthenticated_remote": False,
     "ray.ingress": "haproxy",
     "ray.ingress_metrics": False,
     "ray.topology": "colocated",

@@ -10,9 +10,16 @@ import os
 import pytest
 
 from tiergate.serving.config import ServingConfig
-from tiergate.serving.ray_env import RAY_FLAGS, prepare_ray_environment, ray_flag_sources, ray_flags
+from tiergate.serving.ray_env import (
+    RAY_FLAGS,
+    prepare_ray_environment,
+    prepare_ray_token,
+    ray_flag_sources,
+    ray_flags,
+)
 
 HAPROXY = {
+    "RAY_AUTH_MODE": "token",
     "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -31,9 +38,11 @@ def clean_environment(monkeypatch):
 
 
 def test_the_table_yields_every_flag_for_each_ingress():
-    """HAProxy ingress: all seven flags; the proxy ingress: no HAProxy flag, and HAProxy off."""
+    """HAProxy ingress: all eight flags; the proxy ingress: no HAProxy flag, and HAProxy off;
+    token authentication with either."""
     assert ray_flags(ServingConfig()) == HAPROXY
     assert ray_flags(ServingConfig(ray={"ingress": "proxy"})) == {
+        "RAY_AUTH_MODE": "token",
         "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "RAY_SERVE_ENABLE_HA_PROXY": "0",
@@ -96,3 +105,46 @@ def test_sources_are_read_without_touching_the_environment(clean_environment):
     sources = ray_flag_sources(ServingConfig(), environ)
     assert sources["RAY_SERVE_ENABLE_HA_PROXY"] == ("0", "environment")
     assert not any(flag.name in os.environ for flag in RAY_FLAGS)
+
+
+def test_an_inherited_variable_cannot_turn_ray_token_auth_off(clean_environment, monkeypatch, caplog):
+    """RAY_AUTH_MODE=disabled left in the environment is overridden with token, reported as
+    required by tiergate and warned about, unlike other flags the config leaves open."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with caplog.at_level(logging.INFO, logger="tiergate.serving.ray_env"):
+        sources = prepare_ray_environment(ServingConfig())
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert sources["RAY_AUTH_MODE"] == ("token", "tiergate: required")
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "RAY_AUTH_MODE=disabled" in record.getMessage()
+
+
+def test_a_local_cluster_gets_a_fresh_random_token_when_none_is_given(tmp_path):
+    """No token in the environment or Ray's default file: a 256-bit random one is put in the
+    environment, different each start, and what is returned names no token."""
+    first, second = {}, {}
+    assert prepare_ray_token(first, home=tmp_path) == "a random one for this start"
+    prepare_ray_token(second, home=tmp_path)
+    assert len(first["RAY_AUTH_TOKEN"]) == 64 and int(first["RAY_AUTH_TOKEN"], 16)
+    assert first["RAY_AUTH_TOKEN"] != second["RAY_AUTH_TOKEN"]
+    assert not (tmp_path / ".ray").exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "default_file", "source"),
+    [
+        ({"RAY_AUTH_TOKEN": "given"}, False, "$RAY_AUTH_TOKEN"),
+        ({"RAY_AUTH_TOKEN_PATH": "/run/token"}, False, "$RAY_AUTH_TOKEN_PATH (/run/token)"),
+        ({}, True, "default"),
+    ],
+)
+def test_a_given_token_is_kept(tmp_path, environ, default_file, source):
+    """A token in $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token is used as it is:
+    the environment is left unchanged and the source is named."""
+    if default_file:
+        (tmp_path / ".ray").mkdir()
+        (tmp_path / ".ray" / "auth_token").write_text("x" * 64)
+        source = str(tmp_path / ".ray" / "auth_token")
+    before = dict(environ)
+    assert prepare_ray_token(environ, home=tmp_path) == source
+    assert environ == before
