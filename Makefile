@@ -15,7 +15,7 @@ CHECKOV_VERSION := 3.3.30
 
 .PHONY: install system-deps run compress test test-unit lint bench soak clean
 
-install: system-deps $(STAMP) $(CHECKOV)
+install: system-deps $(STAMP)
 
 # Debian's Fashion-MNIST for the embedded default, and Prometheus (with promtool) for the
 # metrics tests; skipped where apt is absent (those tests then skip, saying why).
@@ -43,7 +43,7 @@ run: install
 compress: install
 	$(BIN)/tiergate compress
 
-test: install
+test: install $(CHECKOV)
 	$(BIN)/python -m pytest -q
 
 test-unit: install
