@@ -63,10 +63,11 @@ class Constraints:
     min_accuracy: float | None = None
     variant: str | None = None  # pin
     strict: bool = False
-    # a non-strict request is refused (SHED) when even the fastest variant is predicted
-    # later than this, and at rest it would not be (so load, not the menu, is why);
-    # None: never refused for lateness
+    # a non-strict request is refused (SHED) when even the fastest variant is predicted to
+    # answer later than this after arrival, and at rest it would not be (so load, not the
+    # menu, is why); None: never refused for lateness
     shed_after_ms: float | None = None
+    waited_ms: float = 0.0  # how long the request waited before routing (counts toward shedding)
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,11 @@ def choose(
     miss = f"no variant is predicted within {budget} ms; fastest meeting the floor is {fastest.name}"
     if constraints.strict:
         return Decision(None, Reason.REJECTED, predicted[fastest.name], False, f"strict: {miss}")
-    limit = constraints.shed_after_ms
-    if limit is not None and predicted[fastest.name] > limit:
+    limit, late_ms = constraints.shed_after_ms, constraints.waited_ms + predicted[fastest.name]
+    if limit is not None and late_ms > limit:
         idle_ms = predict_latency_ms(fastest, at_rest(live.get(fastest.name, LiveStats())), batch_size)
         if idle_ms <= limit:  # the queue, not the variant, makes it late
-            why = f"{miss}, predicted {predicted[fastest.name]:.1f} ms, past the {limit:.1f} ms it may take"
+            why = f"{miss}: waited and predicted {late_ms:.1f} ms, past the {limit:.1f} ms it may take"
             return Decision(None, Reason.SHED, predicted[fastest.name], False, f"overloaded: {why}")
     return Decision(fastest.name, Reason.FALLBACK, predicted[fastest.name], False, miss)
 

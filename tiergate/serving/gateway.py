@@ -205,9 +205,9 @@ class Gateway:
         if bound is None:
             return constraints
         grace = self.settings.late_grace
-        shed_after = None if grace is None or constraints.strict else (1 + grace) * bound - waited_ms
+        shed_after = None if grace is None or constraints.strict else (1 + grace) * bound
         aim = bound * self.settings.latency_headroom - waited_ms
-        return replace(constraints, max_latency_ms=aim, shed_after_ms=shed_after)
+        return replace(constraints, max_latency_ms=aim, shed_after_ms=shed_after, waited_ms=waited_ms)
 
     def _pinnable(self, profile: VariantProfile) -> bool:
         engine = self.view().engines.get(profile.name)

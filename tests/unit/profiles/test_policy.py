@@ -58,6 +58,12 @@ def test_a_fallback_that_load_makes_late_is_shed():
     assert "past the 22.5 ms" in decision.explanation
 
 
+def test_time_already_waited_counts_toward_shedding():
+    """An idle menu still sheds a request that waited 23 ms of a 22.5 ms allowance before routing."""
+    decision = choose(CATALOG, Constraints(max_latency_ms=-15.5, shed_after_ms=22.5, waited_ms=23.0))
+    assert (decision.variant, decision.reason) == (None, Reason.SHED)
+
+
 def test_a_fallback_within_the_shed_limit_is_still_served():
     """A wait that misses the aim but stays under shed_after_ms is a fallback, as before."""
     busy = {p.name: LiveStats(shared_wait_ms=10.0) for p in CATALOG}
