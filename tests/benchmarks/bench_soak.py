@@ -153,9 +153,12 @@ def soak(args: argparse.Namespace) -> None:
 def _reason(body: bytes) -> str:
     """The kind of refusal: the error's text up to its first colon-separated detail."""
     try:
-        message = json.loads(body)["error"]
+        answer = json.loads(body)
+        message = answer["error"]
     except (ValueError, KeyError, TypeError):
         return body[:40].decode("latin-1", "replace")
+    if answer.get("reason") == "shed":
+        return "shed (would be late for the bound)"
     kind = message.split(":")[0]
     return "queue cannot meet the deadline" if "deadline" in message and kind == "overloaded" else kind
 
