@@ -52,6 +52,15 @@ class LoopLag:
             self._schedule()
         return max(self._last_s, self._loop.time() - self._due)
 
+    def overdue_s(self) -> float:
+        """How late the pending timer is now: the loop has been busy at least this long, so
+        a request read now may have waited that long unread. 0 when it is on time (unlike
+        ``seconds``, no earlier lateness carries over: after a lone request's inline run
+        blocked the loop, the next request on that connection waited for nothing)."""
+        if self._loop is None:
+            return 0.0
+        return max(0.0, self._loop.time() - self._due)
+
     def _schedule(self) -> None:
         self._due = self._loop.time() + self.interval_s
         self._loop.call_at(self._due, self._tick)

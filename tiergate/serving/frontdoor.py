@@ -58,9 +58,9 @@ def json_error(status: int, message: str, **extra: object) -> JSONResponse:
 
 def arrival(admission: Admission) -> float:
     """When a request being admitted now most likely reached this process (perf_counter
-    time): now, less how far behind the event loop runs, which is about how long a request
-    waits unread before any of our code sees it."""
-    return time.perf_counter() - admission.lag.seconds()
+    time): now, less how late the event loop's timer is, a lower bound on how long a
+    request read now waited unread (under overload the loop runs behind all the time)."""
+    return time.perf_counter() - admission.lag.overdue_s()
 
 
 def refusal(reason: str) -> JSONResponse:

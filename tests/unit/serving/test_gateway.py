@@ -237,7 +237,9 @@ def test_a_request_that_waited_past_its_bound_is_shed_with_a_retry_after(menu, d
     gateway = _gateway(menu, routing=replace(ROUTING, late_grace=0.5))
     trace = Trace(arrived=time.perf_counter() - 1.0)
     with pytest.raises(Shed) as refused:
-        asyncio.run(gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast"), "r", trace))
+        asyncio.run(
+            gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast"), "r", trace)
+        )
     assert refused.value.retry_after_s == 1 and trace.shed and "overloaded" in str(refused.value)
 
 
