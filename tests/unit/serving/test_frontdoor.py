@@ -91,6 +91,21 @@ def test_overdue_counts_only_while_the_timer_is_late():
     assert during >= 0.1 and after == 0.0 and seconds >= 0.1
 
 
+def test_a_new_event_loop_restarts_the_lag_timer():
+    """LoopLag used on a second event loop reports that loop's lag, not the stopped first loop's."""
+    lag = LoopLag()
+
+    async def first():
+        lag.seconds()
+
+    async def second():
+        return lag.seconds(), lag.overdue_s()
+
+    asyncio.run(first())
+    time.sleep(0.15)  # the first loop's timer is due, but that loop has stopped
+    assert max(asyncio.run(second())) < 0.05
+
+
 def test_an_admitted_request_carries_its_estimated_arrival(door):
     """FrontDoor stamps an admitted request with when it most likely arrived: no later than now."""
     door.install(only(max_in_flight=1), on_refusal=lambda: None)
