@@ -73,10 +73,11 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 @dataclass(frozen=True)
 class Answer:
     status: int | str  # the HTTP status, or the name of the client-side error
-    sent_at_s: float  # since the run started
-    latency_ms: float
+    sent_at_s: float  # scheduled send time, since the run started
+    latency_ms: float  # from the scheduled send time (the client's own lateness included)
     headers: dict[str, str]
     body: bytes
+    late_ms: float = 0.0  # how far behind its schedule the client sent it (its own lateness)
 
 
 async def open_loop(
@@ -86,7 +87,8 @@ async def open_loop(
     """Poisson arrivals at ``rate_per_s`` for ``seconds`` (each request leaves on schedule,
     whether or not earlier ones were answered); every answer once the stragglers are in.
     With ``max_connections`` (a load balancer's cap), an arrival that finds them all busy
-    waits for one, and its latency counts from its scheduled time."""
+    waits for one. Every latency counts from the request's scheduled send time, so a
+    client that falls behind its schedule shows in the figures instead of hiding them."""
     connections = Connections(port, body, timeout_s, path)
     slots = asyncio.Semaphore(max_connections) if max_connections else None
     rng = random.Random(seed)
@@ -96,18 +98,21 @@ async def open_loop(
         delay = start + next_at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(connections, time.perf_counter() - start, slots)))
+        tasks.append(asyncio.create_task(_one(connections, start, next_at, slots)))
         next_at += rng.expovariate(rate_per_s)
     answers = await asyncio.gather(*tasks)
     connections.close()
     return answers
 
 
-async def _one(connections: Connections, sent_at_s: float, slots: asyncio.Semaphore | None) -> Answer:
-    started = time.perf_counter()
+async def _one(
+    connections: Connections, start: float, sent_at_s: float, slots: asyncio.Semaphore | None
+) -> Answer:
+    scheduled = start + sent_at_s
+    late_ms = (time.perf_counter() - scheduled) * 1000
     try:
         async with slots or contextlib.nullcontext():
             status, headers, body = await connections.post()
     except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
         status, headers, body = type(error).__name__, {}, b""
-    return Answer(status, sent_at_s, (time.perf_counter() - started) * 1000, headers, body)
+    return Answer(status, sent_at_s, (time.perf_counter() - scheduled) * 1000, headers, body, late_ms)

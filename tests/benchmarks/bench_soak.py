@@ -4,7 +4,8 @@ soak   The capacity of the whole gateway is measured first (wrk, closed loop, 32
        connections on the tier: the answers per second it sustains). Then an open-loop
        Poisson load of --factor (5) times that is offered for --seconds (60). Reported:
        requests sent and answered by status, the slowest answer against the deadline
-       (serving.admission.request_timeout_s), latency of served and of refused requests, the RSS of
+       (serving.admission.request_timeout_s), latency of served and of refused requests (from each
+       request's scheduled send time), the in-bound goodput against the capacity, the RSS of
        every process before, at peak and after, and how long after the load stops a
        request is served again within the tier's bound.
 kill   The per_variant topology under an open-loop load of --kill-load (0.5) times the
@@ -132,11 +133,15 @@ def soak(args: argparse.Namespace) -> None:
         "refusals, by reason": ", ".join(f"{k}: {v}" for k, v in reasons.most_common()),
         "no answer (client timeout, reset)": sum(n for k, n in statuses.items() if not isinstance(k, int)),
         "served 200 (within the bound)": f"{len(served)} ({within}), {len(served) / args.seconds:.0f}/s",
+        "in-bound goodput (200s within the bound per s) / capacity": (
+            f"{within / args.seconds:.0f}/s = {100 * within / args.seconds / carried:.0f}%"
+        ),
         "latency ms of 200s: p50 / p99 / max": percentiles(served),
         "slowest 200: client's clock / gateway's (from routing)": (
             f"{slowest.latency_ms:.0f} / {slowest_gateway_ms:.0f} ms" if slowest is not None else "none"
         ),
         "latency ms of 429/503s: p50 / p99 / max": percentiles(refused),
+        "client's lateness ms at send: p50 / p99 / max": percentiles([a.late_ms for a in answers]),
         "slowest answer / deadline": f"{max(a.latency_ms for a in answers):.0f} ms / {deadline_ms:.0f} ms",
         "RSS MB before / peak / 5 s after": f"{rss_before:.0f} / {peak[0]:.0f} / {rss_after:.0f}",
         "served in bound (gateway's clock) after the load": f"{recovered_s:.2f} s" if recovered_s else "no",
@@ -148,9 +153,12 @@ def soak(args: argparse.Namespace) -> None:
 def _reason(body: bytes) -> str:
     """The kind of refusal: the error's text up to its first colon-separated detail."""
     try:
-        message = json.loads(body)["error"]
+        answer = json.loads(body)
+        message = answer["error"]
     except (ValueError, KeyError, TypeError):
         return body[:40].decode("latin-1", "replace")
+    if answer.get("reason") == "shed":
+        return "shed (would be late for the bound)"
     kind = message.split(":")[0]
     return "queue cannot meet the deadline" if "deadline" in message and kind == "overloaded" else kind
 

@@ -12,7 +12,12 @@ clock, no I/O, so the serving layer stays a thin shell around it.
 3. among those predicted to fit ``max_latency_ms``, take the most accurate (ties go
    to the faster);
 4. if none fits, take the fastest that meets the floor and say so (``fallback``),
-   or refuse when the request is strict.
+   or refuse when the request is strict;
+5. a fallback that load (not the variants' own speed) would push past
+   ``Constraints.shed_after_ms`` is refused instead (``shed``): under overload a request
+   that would be answered late is turned away at once, so the ones admitted are
+   answered in time (Clockwork, OSDI'20, drops requests that can no longer meet their
+   SLO rather than running them late).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Reason(StrEnum):
     PINNED = "pinned"  # the request named its variant
     FALLBACK = "fallback"  # nothing fits the latency budget: the fastest that meets the floor
     REJECTED = "rejected"  # nothing meets the floor, or nothing fits and the request is strict
+    SHED = "shed"  # a fallback that load would make later than Constraints.shed_after_ms: refused
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class Constraints:
     min_accuracy: float | None = None
     variant: str | None = None  # pin
     strict: bool = False
+    # a non-strict request is refused (SHED) when even the fastest variant is predicted to
+    # answer later than this after arrival, and at rest it would not be (so load, not the
+    # menu, is why); None: never refused for lateness
+    shed_after_ms: float | None = None
+    waited_ms: float = 0.0  # how long the request waited before routing (counts toward shedding)
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,12 @@ def choose(
     miss = f"no variant is predicted within {budget} ms; fastest meeting the floor is {fastest.name}"
     if constraints.strict:
         return Decision(None, Reason.REJECTED, predicted[fastest.name], False, f"strict: {miss}")
+    limit, late_ms = constraints.shed_after_ms, constraints.waited_ms + predicted[fastest.name]
+    if limit is not None and late_ms > limit:
+        idle_ms = predict_latency_ms(fastest, at_rest(live.get(fastest.name, LiveStats())), batch_size)
+        if idle_ms <= limit:  # the queue, not the variant, makes it late
+            why = f"{miss}: waited and predicted {late_ms:.1f} ms, past the {limit:.1f} ms it may take"
+            return Decision(None, Reason.SHED, predicted[fastest.name], False, f"overloaded: {why}")
     return Decision(fastest.name, Reason.FALLBACK, predicted[fastest.name], False, miss)
 
 

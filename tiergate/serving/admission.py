@@ -46,11 +46,22 @@ class LoopLag:
 
     def seconds(self) -> float:
         """The last timer's lateness, or the pending timer's when it is overdue already;
-        the first call starts the timer on the calling loop."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        the first call starts the timer on the calling loop (and again on a new loop: the
+        timer of a loop that stopped never fires, so its lateness would only grow)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._last_s = loop, 0.0
             self._schedule()
-        return max(self._last_s, self._loop.time() - self._due)
+        return max(self._last_s, loop.time() - self._due)
+
+    def overdue_s(self) -> float:
+        """How late the pending timer is now: the loop has been busy at least this long, so
+        a request read now may have waited that long unread. 0 when it is on time (unlike
+        ``seconds``, no earlier lateness carries over: after a lone request's inline run
+        blocked the loop, the next request on that connection waited for nothing)."""
+        if self._loop is not asyncio.get_running_loop():
+            return 0.0
+        return max(0.0, self._loop.time() - self._due)
 
     def _schedule(self) -> None:
         self._due = self._loop.time() + self.interval_s

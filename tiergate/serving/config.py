@@ -4,7 +4,7 @@
       http: {host, port, metrics_port, access_log, allow_unauthenticated_remote}
       ray: {ingress, ingress_metrics, topology, variant_deployments, replicas, ...}
       batching: {max_batch_size, batch_wait_timeout_s, threads_per_variant, ...}
-      admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant}
+      admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant, late_grace}
       routing: {default_tier, latency_headroom, variant_timeout_s, failure_cooldown_s, ...}
       limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, ...}
       auth: {enabled, keys_file, watch_interval_s}
@@ -133,6 +133,12 @@ class AdmissionConfig(BaseModel):
         100.0, gt=0, description="replica's event loop this far behind: inference requests get 503 unread"
     )
     max_queued_per_variant: int = Field(256, ge=1, description="waiting requests per variant; beyond, 429")
+    late_grace: float | None = Field(
+        0.5,
+        ge=0,
+        description="a non-strict request that load would answer later than (1 + this) x its tier's "
+        "bound is refused at once (503, Retry-After) rather than served late; null: serve it late",
+    )
 
 
 class RoutingConfig(BaseModel):

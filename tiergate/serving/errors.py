@@ -65,6 +65,16 @@ class RateLimited(Overloaded):
     """The API key is over its request rate."""
 
 
+class Shed(ServingError):
+    """Under overload, no variant could answer within the request's bound (plus its grace),
+    so it is refused at once instead of being answered late; try again after
+    ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **details: object) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(ServingError):
     """The service cannot answer now: not ready, timed out, or the variant failed."""
 

@@ -14,6 +14,7 @@ module's ``PROCESS_DOOR``: one per process, as there is one replica per process.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from tiergate.serving.admission import Admission, Limits
 
 INFERENCE_PATHS = ("/v1/predict", "/infer")
 ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request already
+ARRIVED = "tiergate.arrived"  # scope key: when it most likely arrived (``arrival``)
 
 
 class Door:
@@ -54,6 +56,13 @@ def json_error(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
+def arrival(admission: Admission) -> float:
+    """When a request being admitted now most likely reached this process (perf_counter
+    time): now, less how late the event loop's timer is, a lower bound on how long a
+    request read now waited unread (under overload the loop runs behind all the time)."""
+    return time.perf_counter() - admission.lag.overdue_s()
+
+
 def refusal(reason: str) -> JSONResponse:
     return json_error(503, f"overloaded: {reason}", retry_after_s=1)
 
@@ -79,7 +88,7 @@ class FrontDoor:
             await response(scope, receive, send)
             self.door.on_refusal()
             return
-        scope[ADMITTED] = True
+        scope[ADMITTED], scope[ARRIVED] = True, arrival(admission)
         try:
             await self.app(scope, receive, send)
         finally:

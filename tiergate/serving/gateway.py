@@ -21,7 +21,7 @@ from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProf
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
 from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, RunSlots
-from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Unavailable, Unsatisfiable
+from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Shed, Unavailable, Unsatisfiable
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.predictions import predictions
 from tiergate.serving.registry import MenuRegistry, Variant
@@ -38,6 +38,9 @@ class RoutingSettings:
     latency_headroom: float  # route within this fraction of a latency bound
     failure_cooldown_s: float  # a variant that failed sits out this long
     request_timeout_s: float  # the longest any request waits for its answer
+    # a non-strict request predicted later than (1 + late_grace) x its bound, because of
+    # load, is refused at once (503) instead of answered late; None: served late instead
+    late_grace: float | None = None
 
 
 class _Superseded(RuntimeError):
@@ -164,12 +167,13 @@ class Gateway:
             raise Unavailable("not ready: the reference variant is not measured yet", retry_after_s=5)
         return tier_name, constraints_for(tier, reference, request.slo, request.variant, request.strict)
 
-    def route(self, request: schemas.RouteRequest, exclude: frozenset[str] = frozenset()) -> schemas.Decision:
+    def route(
+        self, request: schemas.RouteRequest, exclude: frozenset[str] = frozenset(), waited_ms: float = 0.0
+    ) -> schemas.Decision:
+        """The variant for ``request``; ``waited_ms`` is how long it has waited already (its
+        bound is for the whole answer, so what is left of it is less)."""
         tier_name, constraints = self.constraints(request)
-        routing = constraints
-        headroom = self.settings.latency_headroom
-        if constraints.max_latency_ms is not None and headroom != 1.0:
-            routing = replace(constraints, max_latency_ms=constraints.max_latency_ms * headroom)
+        routing = self._routing_constraints(constraints, waited_ms)
         now = self.clock()
         cooling = {name for name, until in self._avoid_until.items() if until > now}
         catalog = [p for p in self.catalog() if p.name not in exclude]
@@ -193,6 +197,17 @@ class Gateway:
             slo_feasible=decision.slo_met,
         )
 
+    def _routing_constraints(self, constraints: Constraints, waited_ms: float) -> Constraints:
+        """What routing aims for: the part of the bound left after ``waited_ms``, scaled by
+        the headroom, and (for a non-strict request) the lateness past which it is shed."""
+        bound = constraints.max_latency_ms
+        if bound is None:
+            return constraints
+        grace = self.settings.late_grace
+        shed_after = None if grace is None or constraints.strict else (1 + grace) * bound
+        aim = bound * self.settings.latency_headroom - waited_ms
+        return replace(constraints, max_latency_ms=aim, shed_after_ms=shed_after, waited_ms=waited_ms)
+
     def _pinnable(self, profile: VariantProfile) -> bool:
         engine = self.view().engines.get(profile.name)
         return not profile.ready and engine is not None and engine.available
@@ -202,12 +217,17 @@ class Gateway:
         return self.view().quality[name]
 
     def _decided(
-        self, request: schemas.RouteRequest, trace: Trace, exclude: frozenset[str] = frozenset()
-    ) -> schemas.Decision:
-        decision = self.route(request, exclude)
+        self, request: schemas.RouteRequest, trace: Trace, exclude: frozenset[str] = frozenset(),
+        waited_ms: float = 0.0,
+    ) -> schemas.Decision:  # fmt: skip
+        decision = self.route(request, exclude, waited_ms)
         trace.variant, trace.reason = decision.variant, decision.reason
-        # strict and predicted over budget: the service could not keep the SLO (load shed)
-        trace.shed = decision.reason == Reason.REJECTED and decision.predicted_latency_ms is not None
+        # predicted over budget and refused: the service could not keep the SLO (load shed)
+        trace.shed = decision.reason == Reason.SHED or (
+            decision.reason == Reason.REJECTED and decision.predicted_latency_ms is not None
+        )
+        if decision.reason == Reason.SHED:
+            raise Shed(decision.explanation, reason="shed", retry_after_s=1)
         if decision.reason == Reason.REJECTED:
             best = max((p.quality for p in self.catalog() if p.ready), default=None)
             raise Unsatisfiable(decision.explanation, best_accuracy=best, reason="rejected")
@@ -223,8 +243,8 @@ class Gateway:
         self, request: schemas.PredictRequest, request_id: str, trace: Trace | None = None
     ) -> schemas.PredictResponse:
         """Decode, route, run (retrying once elsewhere on failure) and label one request."""
-        started = time.perf_counter()
         trace = trace if trace is not None else Trace()
+        started = trace.arrived if trace.arrived is not None else time.perf_counter()
         trace.tier = self.known_tier(request)
         if request.image is not None:
             # decoding a large PNG takes tens of ms of CPU: off the event loop (on the decoder's
@@ -254,11 +274,12 @@ class Gateway:
     ) -> Outcome:
         """Route ``x`` (N, C, H, W) and run it; the raw logits plus what happened (also
         written to ``trace`` as it is decided, so errors are recorded too)."""
-        started = time.perf_counter() if started is None else started
         trace = trace if trace is not None else Trace()
+        if started is None:
+            started = trace.arrived if trace.arrived is not None else time.perf_counter()
         trace.tier = self.known_tier(request)
         routed = request.model_copy(update={"batch_size": len(x)})
-        decision = self._decided(routed, trace)
+        decision = self._decided(routed, trace, waited_ms=(time.perf_counter() - started) * 1000)
         quality = self._quality(decision.variant)
         if self.run_slots is not None:
             self.run_slots.saw_bound(decision.max_latency_ms)

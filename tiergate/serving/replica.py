@@ -222,4 +222,5 @@ def routing_settings(serving: ServingConfig) -> RoutingSettings:
         latency_headroom=serving.routing.latency_headroom,
         failure_cooldown_s=serving.routing.failure_cooldown_s,
         request_timeout_s=serving.admission.request_timeout_s,
+        late_grace=serving.admission.late_grace,
     )

@@ -18,4 +18,7 @@ class Trace:
     reason: str | None = None
     latency_ms: float | None = None
     slo_met: bool | None = None
-    shed: bool = False  # refused (strict) because no variant was predicted within the bound
+    shed: bool = False  # refused because no variant was predicted within the bound (in time)
+    # perf_counter time the request reached the replica, less how far behind the event loop
+    # ran then (the time it most likely waited unread); None: when the gateway first saw it
+    arrived: float | None = None

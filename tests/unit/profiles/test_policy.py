@@ -50,6 +50,33 @@ def test_strict_request_is_refused_when_nothing_fits():
     assert decision.variant is None and decision.reason == Reason.REJECTED
 
 
+def test_a_fallback_that_load_makes_late_is_shed():
+    """Queues that push even the fastest variant past shed_after_ms refuse the request (SHED)."""
+    busy = {p.name: LiveStats(shared_wait_ms=30.0) for p in CATALOG}
+    decision = choose(CATALOG, Constraints(max_latency_ms=7.5, shed_after_ms=22.5), busy)
+    assert (decision.variant, decision.reason) == (None, Reason.SHED)
+    assert "past the 22.5 ms" in decision.explanation
+
+
+def test_time_already_waited_counts_toward_shedding():
+    """An idle menu still sheds a request that waited 23 ms of a 22.5 ms allowance before routing."""
+    decision = choose(CATALOG, Constraints(max_latency_ms=-15.5, shed_after_ms=22.5, waited_ms=23.0))
+    assert (decision.variant, decision.reason) == (None, Reason.SHED)
+
+
+def test_a_fallback_within_the_shed_limit_is_still_served():
+    """A wait that misses the aim but stays under shed_after_ms is a fallback, as before."""
+    busy = {p.name: LiveStats(shared_wait_ms=10.0) for p in CATALOG}
+    decision = choose(CATALOG, Constraints(max_latency_ms=7.5, shed_after_ms=22.5), busy)
+    assert (decision.variant, decision.reason) == ("distilled+int8", Reason.FALLBACK)
+
+
+def test_a_bound_no_variant_meets_at_rest_falls_back_instead_of_shedding():
+    """When the fastest variant misses shed_after_ms even idle, the menu (not load) is why: fallback."""
+    decision = choose(CATALOG, Constraints(max_latency_ms=0.05, shed_after_ms=0.1))
+    assert (decision.variant, decision.reason) == ("distilled+int8", Reason.FALLBACK)
+
+
 def test_floor_no_variant_meets_names_the_best_accuracy():
     """A floor above every variant is rejected with the best accuracy on offer."""
     decision = choose(CATALOG, Constraints(min_accuracy=0.99))

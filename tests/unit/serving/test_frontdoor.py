@@ -14,7 +14,7 @@ import pytest
 from tests.support.engines import FakeClock
 from tiergate.serving.admission import Admission, Limits, LoopLag
 from tiergate.serving.config import ServingConfig
-from tiergate.serving.frontdoor import ADMITTED, Door, FrontDoor
+from tiergate.serving.frontdoor import ADMITTED, ARRIVED, Door, FrontDoor
 
 
 def only(**limits) -> Limits:
@@ -74,6 +74,48 @@ def test_an_idle_loop_shows_little_lag():
         return lag.seconds()
 
     assert asyncio.run(main()) < 0.05
+
+
+def test_overdue_counts_only_while_the_timer_is_late():
+    """overdue_s is >= 100 ms while the loop is still blocked past its timer, and 0 once the timer ran."""
+    lag = LoopLag()
+
+    async def main():
+        lag.seconds()  # starts the timer
+        time.sleep(0.15)  # blocked: the timer is overdue now
+        during = lag.overdue_s()
+        await asyncio.sleep(0.005)  # the timer fires (late) and is scheduled again
+        return during, lag.overdue_s(), lag.seconds()
+
+    during, after, seconds = asyncio.run(main())
+    assert during >= 0.1 and after == 0.0 and seconds >= 0.1
+
+
+def test_a_new_event_loop_restarts_the_lag_timer():
+    """LoopLag used on a second event loop reports that loop's lag, not the stopped first loop's."""
+    lag = LoopLag()
+
+    async def first():
+        lag.seconds()
+
+    async def second():
+        return lag.seconds(), lag.overdue_s()
+
+    asyncio.run(first())
+    time.sleep(0.15)  # the first loop's timer is due, but that loop has stopped
+    assert max(asyncio.run(second())) < 0.05
+
+
+def test_an_admitted_request_carries_its_estimated_arrival(door):
+    """FrontDoor stamps an admitted request with when it most likely arrived: no later than now."""
+    door.install(only(max_in_flight=1), on_refusal=lambda: None)
+
+    async def app(scope, receive, send):
+        pass
+
+    before = time.perf_counter()
+    scope, _ = asyncio.run(_call(FrontDoor(app, door)))
+    assert scope[ARRIVED] <= time.perf_counter() and scope[ARRIVED] >= before - 0.05
 
 
 async def _call(app, path: str = "/v1/predict", method: str = "POST"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tiergate.compression.export import export_onnx
 from tiergate.compression.models import ResNet
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.engines import RunSlots, VariantEngine
-from tiergate.serving.errors import InvalidRequest, NotFound, ServingError, Unsatisfiable
+from tiergate.serving.errors import InvalidRequest, NotFound, ServingError, Shed, Unsatisfiable
 from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.registry import MenuInfo, MenuRegistry
@@ -229,3 +230,24 @@ def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
 
     asyncio.run(serve_some())
     assert engine.stats.slowdown > 3
+
+
+def test_a_request_that_waited_past_its_bound_is_shed_with_a_retry_after(menu, digits):
+    """A fast-tier request that arrived 1 s ago is refused at once (Shed, Retry-After) under late_grace."""
+    gateway = _gateway(menu, routing=replace(ROUTING, late_grace=0.5))
+    trace = Trace(arrived=time.perf_counter() - 1.0)
+    with pytest.raises(Shed) as refused:
+        asyncio.run(
+            gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast"), "r", trace)
+        )
+    assert refused.value.retry_after_s == 1 and trace.shed and "overloaded" in str(refused.value)
+
+
+def test_without_a_grace_a_late_request_is_served_as_a_fallback(menu, digits):
+    """The same request with late_grace None is served late by the fastest variant (fallback)."""
+    gateway = _gateway(menu)
+    trace = Trace(arrived=time.perf_counter() - 1.0)
+    response = asyncio.run(
+        gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast"), "r", trace)
+    )
+    assert response.reason == "fallback" and not response.slo_met and response.latency_ms >= 1000

@@ -28,6 +28,7 @@ STATUS: dict[type[errors.ServingError], int] = {
     errors.InvalidRequest: 422,
     errors.Unsatisfiable: 422,
     errors.Overloaded: 429,  # RateLimited too
+    errors.Shed: 503,
     errors.Unavailable: 503,
 }
 

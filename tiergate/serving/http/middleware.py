@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from tiergate.serving.frontdoor import ADMITTED, is_inference, json_error, refusal
+from tiergate.serving.frontdoor import ADMITTED, ARRIVED, arrival, is_inference, json_error, refusal
 from tiergate.serving.http.access import authenticate_scope
 from tiergate.serving.logs import current_request_id
 from tiergate.serving.replica import Replica
@@ -86,6 +86,8 @@ class RequestContext:
         inference = is_inference(scope)
         admission = self.replica.admission if inference and not scope.get(ADMITTED) else None
         refused = admission.enter(limits, scope.get("client")) if admission is not None else None
+        if inference and refused is None:
+            trace.arrived = scope.get(ARRIVED) if admission is None else arrival(admission)
         try:
             if refused is not None:
                 await refusal(refused)(scope, receive, send_with_id)
