@@ -136,8 +136,7 @@ class AdmissionConfig(BaseModel):
     late_grace: float | None = Field(
         0.5,
         ge=0,
-        description="a non-strict request that load would answer later than (1 + this) x its tier's "
-        "bound is refused at once (503, Retry-After) rather than served late; null: serve it late",
+        description="refuse (503) a non-strict request load would answer after (1 + this) x its bound",
     )
 
 

@@ -33,6 +33,7 @@ DEFAULTS = {
     "admission.max_in_flight": 128,
     "admission.max_loop_lag_ms": 100.0,
     "admission.max_queued_per_variant": 256,
+    "admission.late_grace": 0.5,
     "routing.default_tier": "balanced",
     "routing.latency_headroom": 0.5,
     "routing.variant_timeout_s": 0.5,
