@@ -209,4 +209,5 @@ def routing_settings(serving: ServingConfig) -> RoutingSettings:
         latency_headroom=serving.routing.latency_headroom,
         failure_cooldown_s=serving.routing.failure_cooldown_s,
         request_timeout_s=serving.admission.request_timeout_s,
+        max_overhead_ms=serving.routing.max_overhead_ms,
     )
