@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from tiergate.profiles.menu import Menu
 from tiergate.serving.config import ServingConfig
+from tiergate.serving.http import create_app
 from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.replica import Replica, ReplicaSpec
 
@@ -19,6 +22,12 @@ def replica_for(
         menu = menu.model_copy(update={"variants": [e for e in menu.variants if e.name in variants]})
     spec = ReplicaSpec(serving=serving or ServingConfig(), tiers=tiers, preprocess=Preprocess(), menu=menu)
     return Replica.build(spec, **build)
+
+
+def asgi_client(replica: Replica) -> httpx.AsyncClient:
+    """An HTTP client of ``create_app(replica)`` in this process and event loop (no socket)."""
+    transport = httpx.ASGITransport(app=create_app(replica))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 class SlowDecoder(InputDecoder):

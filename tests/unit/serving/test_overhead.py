@@ -9,11 +9,10 @@ import asyncio
 import httpx
 import pytest
 
-from tests.support.replicas import SlowDecoder, replica_for
+from tests.support.replicas import SlowDecoder, asgi_client, replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.gateway import Gateway
-from tiergate.serving.http import create_app
 
 TIERS = {"accurate": Tier(max_latency_ms=1000.0, min_accuracy=0.5)}
 
@@ -31,8 +30,7 @@ def test_slow_decodes_leave_the_routing_prediction_as_it_was(tiny_menu, digits):
     body = {"inputs": digits.test.x[:1].tolist(), "tier": "accurate"}
 
     async def main():
-        transport = httpx.ASGITransport(app=create_app(replica))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with asgi_client(replica) as client:
             for _ in range(10):  # the overhead settles on ordinary requests first
                 assert (await client.post("/v1/predict", json=body)).status_code == 200
             before = await _predicted_ms(client)

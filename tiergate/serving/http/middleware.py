@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from tiergate.serving.frontdoor import ADMITTED, is_inference, json_error, refusal
+from tiergate.serving.frontdoor import ADMITTED, is_admitted, is_inference, json_error, refusal
 from tiergate.serving.logs import current_request_id
 from tiergate.serving.replica import Replica
 from tiergate.serving.trace import Trace
@@ -53,9 +53,10 @@ class FastJSONRoute(APIRoute):
 
 class RequestContext:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request),
-    outermost in the app: gives each request its id and a metrics trace, admits inference
-    requests (``Admission``) unless ``FrontDoor`` did, refuses oversized bodies before
-    reading them, and records the answer's status for inference requests."""
+    outermost in the app: gives each request its id and a metrics trace, admits inference,
+    /v1/route and admin requests (``Admission``) unless ``FrontDoor`` did, refuses
+    oversized bodies before reading them, and records the answer's status for inference
+    requests."""
 
     def __init__(self, app, replica: Replica) -> None:
         self.app, self.replica = app, replica
@@ -81,8 +82,9 @@ class RequestContext:
 
         limits = self.replica.limits
         length, limit = headers.get(b"content-length", b""), limits.max_body_bytes
-        inference = is_inference(scope)
-        admission = self.replica.admission if inference and not scope.get(ADMITTED) else None
+        inference = is_inference(scope)  # the request metrics count these only
+        admitted = is_admitted(scope) and not scope.get(ADMITTED)  # inference, route, admin
+        admission = self.replica.admission if admitted else None
         refused = admission.enter(limits, scope.get("client")) if admission is not None else None
         try:
             if refused is not None:
