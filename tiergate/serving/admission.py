@@ -26,11 +26,17 @@ class Limits:
     max_body_bytes: int
     max_in_flight: int  # admitted requests (inference, route, admin) inside this process at once
     max_loop_lag_s: float  # how far behind the event loop may run
+    body_read_timeout_s: float = 10.0  # an admitted request's body must arrive in full within this
 
     @classmethod
     def from_config(cls, serving: ServingConfig) -> Limits:
-        admission = serving.admission
-        return cls(serving.limits.max_body_bytes, admission.max_in_flight, admission.max_loop_lag_ms / 1000)
+        admission, limits = serving.admission, serving.limits
+        return cls(
+            limits.max_body_bytes,
+            admission.max_in_flight,
+            admission.max_loop_lag_ms / 1000,
+            limits.body_read_timeout_s,
+        )
 
 
 class LoopLag:
