@@ -1,6 +1,7 @@
-"""Whether a replica takes one more inference request: the in-flight cap, the event loop's
-lag, and who else may be waiting. Plain code (no HTTP): the front door and the HTTP
-middleware ask it, and the run slots read ``contenders``.
+"""Whether a replica takes one more request that costs it work (inference, /v1/route,
+admin operations): the in-flight cap, the event loop's lag, and who else may be waiting.
+Plain code (no HTTP): the front door and the HTTP middleware ask it, and the run slots
+read ``contenders``.
 
     admission = Admission()
     reason = admission.enter(Limits.from_config(serving), connection)  # None: admitted
@@ -23,13 +24,19 @@ class Limits:
     """What the front door refuses before the body is read (``from_config``)."""
 
     max_body_bytes: int
-    max_in_flight: int  # inference requests inside this process at once
+    max_in_flight: int  # admitted requests (inference, route, admin) inside this process at once
     max_loop_lag_s: float  # how far behind the event loop may run
+    body_read_timeout_s: float = 10.0  # an admitted request's body must arrive in full within this
 
     @classmethod
     def from_config(cls, serving: ServingConfig) -> Limits:
-        admission = serving.admission
-        return cls(serving.limits.max_body_bytes, admission.max_in_flight, admission.max_loop_lag_ms / 1000)
+        admission, limits = serving.admission, serving.limits
+        return cls(
+            limits.max_body_bytes,
+            admission.max_in_flight,
+            admission.max_loop_lag_ms / 1000,
+            limits.body_read_timeout_s,
+        )
 
 
 class LoopLag:
@@ -43,16 +50,25 @@ class LoopLag:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
         self._last_s = 0.0
+        self._peak_s = 0.0  # the largest lateness since ``mark``
 
     def seconds(self) -> float:
         """The last timer's lateness, or the pending timer's when it is overdue already;
-        the first call starts the timer on the calling loop (and again on a new loop: the
-        timer of a loop that stopped never fires, so its lateness would only grow)."""
+        the first call on a loop starts the timer there (a timer left on a closed loop
+        never fires, and would read as ever-growing lag)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._loop, self._last_s = loop, 0.0
+            self._loop, self._last_s, self._peak_s = loop, 0.0, 0.0
             self._schedule()
         return max(self._last_s, loop.time() - self._due)
+
+    def mark(self) -> None:
+        """Start watching for the largest lag from now on (``peak_seconds``)."""
+        self._peak_s = self.seconds()
+
+    def peak_seconds(self) -> float:
+        """The largest lag since ``mark``, a timer overdue now included."""
+        return max(self._peak_s, self.seconds())
 
     def overdue_s(self) -> float:
         """How late the pending timer is now: the loop has been busy at least this long, so
@@ -69,16 +85,18 @@ class LoopLag:
 
     def _tick(self) -> None:
         self._last_s = self._loop.time() - self._due
+        self._peak_s = max(self._peak_s, self._last_s)
         self._schedule()
 
 
 class Admission:
-    """How many inference requests are inside this process, how far behind its event loop
-    runs, and whether more than one connection sends them; the outermost layer that sees a
-    request admits or refuses it."""
+    """How many admitted requests (inference, route, admin) are inside this process, how far
+    behind its event loop runs, and whether more than one connection sends them; the
+    outermost layer that sees a request admits or refuses it."""
 
     def __init__(self, sole_connection_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.in_flight, self.clock = 0, clock
+        self.peak_in_flight = 0  # the most in flight at once since ``mark``
         self.lag = LoopLag()
         self.sole_connection_s = sole_connection_s
         self._connection: object = None
@@ -110,7 +128,16 @@ class Admission:
                 f"(serving.admission.max_in_flight {limits.max_in_flight})"
             )
         self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
         return None
 
     def leave(self) -> None:
         self.in_flight -= 1
+
+    def mark(self) -> None:
+        """Start watching for the most requests in flight and the largest loop lag from now
+        on (``peak_in_flight``, ``lag.peak_seconds``): whether the replica stayed quiet
+        through some work, such as timing its variants."""
+        self.peak_in_flight = self.in_flight
+        self.lag.mark()

@@ -4,9 +4,10 @@
       http: {host, port, metrics_port, access_log, allow_unauthenticated_remote}
       ray: {ingress, ingress_metrics, topology, variant_deployments, replicas, ...}
       batching: {max_batch_size, batch_wait_timeout_s, threads_per_variant, ...}
-      admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant, late_grace}
-      routing: {default_tier, latency_headroom, variant_timeout_s, failure_cooldown_s, ...}
-      limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, ...}
+      admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant, late_grace,
+                  reprofile_*}
+      routing: {default_tier, latency_headroom, variant_timeout_s, failure_cooldown_s, max_overhead_ms, ...}
+      limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, body_read_timeout_s, ...}
       auth: {enabled, keys_file, watch_interval_s}
 
 What each setting costs or gains, measured, is in BENCHMARKS.md.
@@ -127,16 +128,31 @@ class AdmissionConfig(BaseModel):
         2.0, gt=0, description="every request's deadline: 429 if the queue cannot meet it, 503 once passed"
     )
     max_in_flight: int = Field(
-        128, ge=1, description="inference requests inside one replica; past it 503 before the body is read"
+        128,
+        ge=1,
+        description="inference, route and admin requests inside a replica; past it 503, body unread",
     )
     max_loop_lag_ms: float = Field(
-        100.0, gt=0, description="replica's event loop this far behind: inference requests get 503 unread"
+        100.0,
+        gt=0,
+        description="replica's event loop this far behind: inference, route and admin get 503 unread",
     )
     max_queued_per_variant: int = Field(256, ge=1, description="waiting requests per variant; beyond, 429")
     late_grace: float | None = Field(
         0.5,
         ge=0,
         description="refuse (503) a non-strict request load would answer after (1 + this) x its bound",
+    )
+    reprofile_min_interval_s: float = Field(
+        60.0, ge=0, description="/v1/admin/reprofile at most once this often per replica; sooner: 429"
+    )
+    reprofile_max_in_flight: int = Field(
+        0,
+        ge=0,
+        description="other requests in flight above this before or while re-profiling: 503, old profile kept",
+    )
+    reprofile_max_loop_lag_ms: float = Field(
+        50.0, gt=0, description="loop this far behind before or while re-profiling: 503, old profile kept"
     )
 
 
@@ -165,6 +181,11 @@ class RoutingConfig(BaseModel):
     )
     replica_profile_budget_s: float = Field(
         0.2, gt=0, description="batch-1 timing per variant and pass in the replica (two passes, faster kept)"
+    )
+    max_overhead_ms: float = Field(
+        2.0,
+        ge=0,
+        description="cap on the gateway's own per-request time (routing) added to every latency prediction",
     )
 
 
@@ -198,6 +219,9 @@ class LimitsConfig(BaseModel):
     )
     image_decode_threads: int = Field(
         2, ge=1, description="images decoded at once, on the decoder's own threads (not the event loop's)"
+    )
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, description="a request body not read in full this long after its headers gets 408"
     )
 
 

@@ -31,6 +31,11 @@ class TooLarge(ServingError):
     """The payload, or an image's dimensions, exceed a configured limit."""
 
 
+class BodyTimeout(ServingError):
+    """The request's body did not arrive in full in the time allowed for reading it (a
+    client that sends its body slowly must not hold a replica's admission slot)."""
+
+
 class NotFound(ServingError):
     """A named variant or model does not exist."""
 

@@ -1,5 +1,6 @@
-"""The front door: what admits an inference request to a replica, or refuses it with 503
-before its body is read (under overload a refusal must cost far less than an answer).
+"""The front door: what admits a request that costs the replica work (inference, dry-run
+routing, admin operations) to a replica, or refuses it with 503 before its body is read
+(under overload a refusal must cost far less than an answer).
 
 Light on purpose (no torch, no ORT): Ray Serve imports ``middlewares`` in every process
 that runs an HTTP server, its proxy included, through
@@ -24,6 +25,8 @@ from starlette.responses import JSONResponse
 from tiergate.serving.admission import Admission, Limits
 
 INFERENCE_PATHS = ("/v1/predict", "/infer")
+ROUTE_PATH = "/v1/route"
+ADMIN_PATHS = "/v1/admin/"  # every admin operation
 ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request already
 ARRIVED = "tiergate.arrived"  # scope key: when it most likely arrived (``arrival``)
 
@@ -45,7 +48,17 @@ PROCESS_DOOR = Door()
 
 
 def is_inference(scope) -> bool:
+    """An inference request (what the request metrics count)."""
     return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(INFERENCE_PATHS)
+
+
+def is_admitted(scope) -> bool:
+    """A request that passes admission: inference, /v1/route and /v1/admin/* (each costs the
+    replica work, so none may bypass the in-flight cap and the loop-lag check)."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    path = scope["path"]
+    return path.endswith(INFERENCE_PATHS) or path.endswith(ROUTE_PATH) or ADMIN_PATHS in path
 
 
 def json_error(status: int, message: str, **extra: object) -> JSONResponse:
@@ -77,7 +90,7 @@ class FrontDoor:
 
     async def __call__(self, scope, receive, send) -> None:
         limits = self.door.limits
-        if limits is None or not is_inference(scope):
+        if limits is None or not is_admitted(scope):
             return await self.app(scope, receive, send)
         admission = self.door.admission
         reason = admission.enter(limits, scope.get("client"))

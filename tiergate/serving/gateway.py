@@ -41,6 +41,7 @@ class RoutingSettings:
     # a non-strict request predicted later than (1 + late_grace) x its bound, because of
     # load, is refused at once (503) instead of answered late; None: served late instead
     late_grace: float | None = None
+    max_overhead_ms: float = 2.0  # cap on the measured overhead routing adds to every prediction
 
 
 class _Superseded(RuntimeError):
@@ -84,7 +85,7 @@ class Gateway:
             settings.default_tier if settings.default_tier in self.tiers else next(iter(tiers))
         )
         self.run_slots, self.clock = run_slots, clock
-        self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time a request spends outside the model
+        self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time the gateway's own work takes per request
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
         self._snapshot = _View(-1, [], {}, {}, (), None)
 
@@ -274,9 +275,10 @@ class Gateway:
     ) -> Outcome:
         """Route ``x`` (N, C, H, W) and run it; the raw logits plus what happened (also
         written to ``trace`` as it is decided, so errors are recorded too)."""
+        routing_started = time.perf_counter()  # decoding and parsing, the client's doing, are behind us
         trace = trace if trace is not None else Trace()
         if started is None:
-            started = trace.arrived if trace.arrived is not None else time.perf_counter()
+            started = trace.arrived if trace.arrived is not None else routing_started
         trace.tier = self.known_tier(request)
         routed = request.model_copy(update={"batch_size": len(x)})
         decision = self._decided(routed, trace, waited_ms=(time.perf_counter() - started) * 1000)
@@ -284,7 +286,7 @@ class Gateway:
         if self.run_slots is not None:
             self.run_slots.saw_bound(decision.max_latency_ms)
         infer_started = time.perf_counter()
-        self._observe_overhead((infer_started - started) * 1000)
+        self._observe_overhead((infer_started - routing_started) * 1000)
         deadline = time.monotonic() + self.timeout_s(request) - (infer_started - started)
         failed: str | None = None
         try:
@@ -352,12 +354,16 @@ class Gateway:
 
     @property
     def overhead_ms(self) -> float:
-        """Recent time a request spends in the gateway before its model call (decoding, routing)."""
+        """Recent time the gateway's own work (routing) takes before a request's model call.
+        Decoding and parsing are left out: their cost is the client's to choose (a slow PNG,
+        a huge JSON batch), and this figure is added to every request's predicted latency."""
         return self._overhead_ms.value
 
     def _observe_overhead(self, sample_ms: float) -> None:
-        """One outlier (a huge batch, a cold first request) moves the overhead at most 3x."""
-        self._overhead_ms.update(min(sample_ms, 3 * self._overhead_ms.value + 1.0))
+        """One outlier (a cold first request) moves the overhead at most 3x, and it never
+        passes ``max_overhead_ms``: a few slow requests cannot push every tier to fallback."""
+        bounded = min(sample_ms, 3 * self._overhead_ms.value + 1.0, self.settings.max_overhead_ms)
+        self._overhead_ms.update(bounded)
 
     def timeout_s(self, request: schemas.RouteRequest) -> float:
         """The request's own ``timeout_ms`` when shorter than ``request_timeout_s``."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -24,11 +26,11 @@ from tiergate.serving.admission import Admission, Limits
 from tiergate.serving.auth import KeyRing
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.engines import CorruptArtifact, Engine, RunSlots
-from tiergate.serving.errors import Conflict
+from tiergate.serving.errors import Conflict, Overloaded, Unavailable
 from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.loading import EngineOpener, concurrent_runs
-from tiergate.serving.registry import MenuInfo, MenuRegistry, RegistryError, drain
+from tiergate.serving.registry import MenuInfo, MenuRegistry, RegistryError, Variant, drain
 from tiergate.serving.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -63,12 +65,17 @@ class Replica:
         keys: KeyRing | None = None,
         metrics: MetricsSink | None = None,
         menu_key: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
-        self.admission, self.keys, self.metrics = admission, keys, metrics
+        self.admission, self.keys, self.metrics, self.clock = admission, keys, metrics, clock
         self.menu_key = menu_key  # a new menu must be signed with it, when set
         self.limits = Limits.from_config(spec.serving)
         self._draining: set[asyncio.Task] = set()  # old engines answering what they hold
+        # re-profiling times on its own thread, never the default pool requests decode in
+        self._profiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-reprofile")
+        self.reprofiling = False  # a re-profile is timing now
+        self._reprofiled_at = -math.inf  # clock time the last re-profile's timing ended
 
     @classmethod
     def build(
@@ -114,7 +121,7 @@ class Replica:
         decoder = InputDecoder(menu.input_shape, serving.limits, spec.preprocess)
         gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
-        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key)
+        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock)
 
     def record(self, trace: Trace, status_code: int) -> None:
         """An inference request's answer went out (the HTTP layer calls this)."""
@@ -178,17 +185,90 @@ class Replica:
             raise Conflict(f"variant: {error}", field="variant") from None
         await drain(engine, self.spec.serving.ray.shutdown_timeout_s)
 
-    async def reprofile(self) -> dict[str, dict[int, float]]:
-        """Time every loaded variant again, as this replica runs now; route on that."""
+    async def reprofile(self, own_in_flight: int = 0) -> dict[str, dict[int, float]]:
+        """Time every loaded variant again, as this replica runs now, and route on that.
+        One at a time, at most once per ``serving.admission.reprofile_min_interval_s``
+        (else ``Overloaded``), and only while the replica is quiet: timings taken under load
+        would become the routing profile, so when other requests or loop lag pass their
+        ``reprofile_*`` limits before or during the timing the profile stays as it was
+        (``Unavailable``). ``own_in_flight``: admitted requests that are this call (1 over HTTP)."""
+        self._may_start_reprofile()
+        self.reprofiling = True
         try:
-            for variant in self.registry.measured():
-                if variant.engine.local:  # off the event loop: requests keep being served meanwhile
-                    await asyncio.to_thread(self.opener.retime, variant.engine, variant.entry)
-                else:  # its own deployment times it
-                    await variant.engine.retime(force=True)
+            return await self._retime_quietly(own_in_flight)
         finally:
+            self.reprofiling = False
+
+    def _may_start_reprofile(self) -> None:
+        interval_s = self.spec.serving.admission.reprofile_min_interval_s
+        if self.reprofiling:
+            raise Overloaded(
+                "a re-profile is running on this replica already", retry_after_s=max(1, math.ceil(interval_s))
+            )
+        wait_s = self._reprofile_wait_s()
+        if wait_s > 0:
+            raise Overloaded(
+                f"re-profiled {self.clock() - self._reprofiled_at:.0f} s ago; at most once per "
+                f"{interval_s:g} s (serving.admission.reprofile_min_interval_s)",
+                retry_after_s=math.ceil(wait_s),
+            )
+
+    def _reprofile_wait_s(self) -> float:
+        interval_s = self.spec.serving.admission.reprofile_min_interval_s
+        return max(0.0, self._reprofiled_at + interval_s - self.clock())
+
+    async def _retime_quietly(self, own_in_flight: int) -> dict[str, dict[int, float]]:
+        """Each variant in turn, checking after each that the replica stayed quiet; if it
+        did not, every variant gets its previous timing back."""
+        self.admission.mark()
+        self._refuse_if_busy(own_in_flight)
+        measured = self.registry.measured()
+        previous = [(v.engine, v.engine.latency_p95_ms, v.engine.profile_s) for v in measured]
+        self._reprofiled_at = self.clock()  # timing starts: the interval runs from here (and its end)
+        try:
+            for variant in measured:
+                await self._retime(variant)
+                self._refuse_if_busy(own_in_flight)
+        except Unavailable:
+            for engine, latency, profile_s in previous:
+                engine.latency_p95_ms = latency
+                if engine.local:
+                    engine.profile_s = profile_s
+            raise
+        finally:
+            self._reprofiled_at = self.clock()
             self.registry.changed()
         return {name: dict(engine.latency_p95_ms) for name, engine in self.registry.loaded().items()}
+
+    async def _retime(self, variant: Variant) -> None:
+        if variant.engine.local:  # off the event loop: requests keep being served meanwhile
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._profiler, self.opener.retime, variant.engine, variant.entry)
+        else:  # its own deployment times it
+            await variant.engine.retime(force=True)
+
+    def _refuse_if_busy(self, own_in_flight: int) -> None:
+        """Unavailable when, since ``admission.mark``, other requests in flight or the event
+        loop's lag passed the re-profile limits."""
+        limits, admission = self.spec.serving.admission, self.admission
+        others = admission.peak_in_flight - own_in_flight
+        lag_ms = 1000 * admission.lag.peak_seconds()
+        if others > limits.reprofile_max_in_flight:
+            reason = (
+                f"{others} other requests in flight "
+                f"(serving.admission.reprofile_max_in_flight {limits.reprofile_max_in_flight})"
+            )
+        elif lag_ms >= limits.reprofile_max_loop_lag_ms:
+            reason = (
+                f"the event loop ran {lag_ms:.0f} ms behind "
+                f"(serving.admission.reprofile_max_loop_lag_ms {limits.reprofile_max_loop_lag_ms:g})"
+            )
+        else:
+            return
+        raise Unavailable(
+            f"replica busy, not re-profiled (the current profile stays): {reason}",
+            retry_after_s=max(5, math.ceil(self._reprofile_wait_s())),
+        )
 
     def reload_keys(self) -> int:
         """Read the keys again; a file that does not load leaves the current keys in place."""
@@ -209,6 +289,7 @@ class Replica:
     def close(self) -> None:
         for engine in self.registry.loaded().values():
             engine.close()
+        self._profiler.shutdown(wait=False)
 
 
 def menu_source(spec: ReplicaSpec) -> str:
@@ -223,4 +304,5 @@ def routing_settings(serving: ServingConfig) -> RoutingSettings:
         failure_cooldown_s=serving.routing.failure_cooldown_s,
         request_timeout_s=serving.admission.request_timeout_s,
         late_grace=serving.admission.late_grace,
+        max_overhead_ms=serving.routing.max_overhead_ms,
     )

@@ -34,6 +34,9 @@ DEFAULTS = {
     "admission.max_loop_lag_ms": 100.0,
     "admission.max_queued_per_variant": 256,
     "admission.late_grace": 0.5,
+    "admission.reprofile_min_interval_s": 60.0,
+    "admission.reprofile_max_in_flight": 0,
+    "admission.reprofile_max_loop_lag_ms": 50.0,
     "routing.default_tier": "balanced",
     "routing.latency_headroom": 0.5,
     "routing.variant_timeout_s": 0.5,
@@ -41,6 +44,7 @@ DEFAULTS = {
     "routing.profile_in_replica": True,
     "routing.replica_profile_budget_s": 0.2,
     "routing.menu_watch_interval_s": 2.0,
+    "routing.max_overhead_ms": 2.0,
     "limits.max_body_bytes": 8 << 20,
     "limits.max_batch_images": 64,
     "limits.max_image_pixels": 4096 * 4096,
@@ -50,6 +54,7 @@ DEFAULTS = {
     "limits.max_jpeg_scans": 16,
     "limits.image_decode_timeout_ms": 1000.0,
     "limits.image_decode_threads": 2,
+    "limits.body_read_timeout_s": 10.0,
 }
 
 

@@ -12,10 +12,13 @@ from tiergate.serving.schemas import error_responses as errors
 
 
 def add_admin_routes(app: FastAPI, access: Access) -> None:
-    @app.post("/v1/admin/reprofile", responses=errors(401, 403, 413, 503))
+    @app.post("/v1/admin/reprofile", responses=errors(401, 403, 413, 429, 503))
     async def reprofile(request: Request):
-        """Time every variant again on this replica, as it runs now, and route on that."""
-        timings = await access.admin(request).reprofile()
+        """Time every variant again on this replica, as it runs now, and route on that: one at
+        a time and at most once per serving.admission.reprofile_min_interval_s (429), and only
+        while the replica is quiet (503 and the old profile stays; Retry-After on both)."""
+        # admission admitted this call (RequestContext or FrontDoor): it is one of those in flight
+        timings = await access.admin(request).reprofile(own_in_flight=1)
         return {"variants": {name: {str(b): ms for b, ms in p95.items()} for name, p95 in timings.items()}}
 
     @app.post("/v1/admin/reload-keys", responses=errors(401, 403, 409, 413, 503))

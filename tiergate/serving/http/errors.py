@@ -23,6 +23,7 @@ STATUS: dict[type[errors.ServingError], int] = {
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
+    errors.BodyTimeout: 408,
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.InvalidRequest: 422,

@@ -1,11 +1,13 @@
 """ASGI plumbing around the FastAPI app: request ids and metrics traces, admission of
-inference requests, body limits, and a faster JSON body parser.
+inference, route and admin requests, body limits (size and read time), and a faster JSON
+body parser.
 
     app = RequestContext(fastapi_app, replica)   # outermost: a refusal skips FastAPI entirely
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -16,8 +18,18 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from tiergate.serving.frontdoor import ADMITTED, ARRIVED, arrival, is_inference, json_error, refusal
+from tiergate.serving.errors import BodyTimeout
+from tiergate.serving.frontdoor import (
+    ADMITTED,
+    ARRIVED,
+    arrival,
+    is_admitted,
+    is_inference,
+    json_error,
+    refusal,
+)
 from tiergate.serving.http.access import authenticate_scope
+from tiergate.serving.http.errors import answer
 from tiergate.serving.logs import current_request_id
 from tiergate.serving.replica import Replica
 from tiergate.serving.trace import Trace
@@ -54,10 +66,11 @@ class FastJSONRoute(APIRoute):
 
 class RequestContext:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request),
-    outermost in the app: gives each request its id and a metrics trace, admits inference
-    requests (``Admission``) unless ``FrontDoor`` did, with API keys on answers 401 to a
-    request without a valid key (``authenticate_scope``), refuses oversized bodies before
-    reading them, and records the answer's status for inference requests."""
+    outermost in the app: gives each request its id and a metrics trace, admits inference,
+    /v1/route and admin requests (``Admission``) unless ``FrontDoor`` did, with API keys on
+    answers 401 to a request without a valid key (``authenticate_scope``), refuses
+    oversized bodies before reading them, reads bodies within a time limit (408), and
+    records the answer's status for inference requests."""
 
     def __init__(self, app, replica: Replica) -> None:
         self.app, self.replica = app, replica
@@ -83,8 +96,9 @@ class RequestContext:
 
         limits = self.replica.limits
         length, limit = headers.get(b"content-length", b""), limits.max_body_bytes
-        inference = is_inference(scope)
-        admission = self.replica.admission if inference and not scope.get(ADMITTED) else None
+        inference = is_inference(scope)  # the request metrics count these only
+        admitted = is_admitted(scope) and not scope.get(ADMITTED)  # inference, route, admin
+        admission = self.replica.admission if admitted else None
         refused = admission.enter(limits, scope.get("client")) if admission is not None else None
         if inference and refused is None:
             trace.arrived = scope.get(ARRIVED) if admission is None else arrival(admission)
@@ -96,14 +110,8 @@ class RequestContext:
             elif length.isdigit() and int(length) > limit:
                 response = json_error(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
                 await response(scope, receive, send_with_id)
-            elif not length.isdigit() and scope["method"] in ("POST", "PUT", "PATCH"):
-                # no length up front (chunked): read at most the limit before the app sees it
-                body, receive = await _bounded_body(receive, limit)
-                if body is None:
-                    response = json_error(413, f"body exceeds the limit of {limit} bytes")
-                    await response(scope, receive, send_with_id)
-                else:
-                    await self.app(scope, receive, send_with_id)
+            elif scope["method"] in ("POST", "PUT", "PATCH"):
+                await self._with_body(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
@@ -112,14 +120,40 @@ class RequestContext:
             if inference and status is not None:
                 self.replica.record(trace, status)
 
+    async def _with_body(self, scope, receive, send) -> None:
+        """Read the whole body here, at most ``max_body_bytes`` (413 past it: a chunked body
+        has no length up front) within ``body_read_timeout_s`` (408 past it), and run the app
+        on it. Admission took its slot before the body was read: a client that sends its body
+        slowly, or stops, must not keep it (nor HAProxy's hour-long client timeout decide)."""
+        limits = self.replica.limits
+        try:
+            async with asyncio.timeout(limits.body_read_timeout_s):
+                body, replay = await _bounded_body(receive, limits.max_body_bytes)
+        except TimeoutError:
+            error = BodyTimeout(
+                f"body not received in full within {limits.body_read_timeout_s:g} s "
+                "(serving.limits.body_read_timeout_s)"
+            )
+            return await answer(error)(scope, receive, send)
+        if body is _GONE:
+            return  # the client left: nobody to answer
+        if body is None:
+            response = json_error(413, f"body exceeds the limit of {limits.max_body_bytes} bytes")
+            return await response(scope, receive, send)
+        await self.app(scope, replay, send)
+
+
+_GONE = object()  # _bounded_body's answer when the client disconnected
+
 
 async def _bounded_body(receive, limit: int):
-    """(the body, a receive that replays it), or (None, receive) once it passes ``limit``."""
+    """(the body, a receive that replays it); (None, receive) once it passes ``limit``, and
+    (_GONE, receive) when the client disconnects first."""
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None, receive
+            return _GONE, receive
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         if size > limit:
