@@ -14,6 +14,7 @@ module's ``PROCESS_DOOR``: one per process, as there is one replica per process.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 
@@ -23,6 +24,9 @@ from starlette.responses import JSONResponse
 from tiergate.serving.admission import Admission, Limits
 
 INFERENCE_PATHS = ("/v1/predict", "/infer")
+REQUEST_ID = b"x-request-id"
+ID_REPLACED = b"x-request-id-replaced"  # answers a request whose own id was not taken: "invalid"
+_VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")  # what a client's X-Request-Id may be
 ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request already
 
 
@@ -46,8 +50,36 @@ def is_inference(scope) -> bool:
     return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(INFERENCE_PATHS)
 
 
+MAX_ERROR_CHARS = 1000  # a message past this is cut: no answer reflects a large input
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str, bool]:
+    """The request's id: the client's ``X-Request-Id`` when it is 1-128 characters of
+    ``[A-Za-z0-9._:-]``, else a new one; and whether the client's was replaced (it sent one
+    that was not valid). An id is echoed in headers, bodies and logs, so it is never free text."""
+    given = next((value for name, value in headers if name == REQUEST_ID), None)
+    if given is not None and _VALID_ID.fullmatch(given):
+        return given.decode("ascii"), False
+    return uuid.uuid4().hex, given is not None
+
+
+def with_request_id(scope) -> bool:
+    """Puts a valid ``X-Request-Id`` in ``scope``'s headers in place of a client's invalid
+    one, for what runs inside (Ray Serve takes and echoes it as it finds it); True when it did."""
+    headers = scope["headers"]
+    new_id, replaced = request_id(headers)
+    if replaced:
+        scope["headers"] = [(name, value) for name, value in headers if name != REQUEST_ID]
+        scope["headers"].append((REQUEST_ID, new_id.encode()))
+    return replaced
+
+
 def json_error(status: int, message: str, **extra: object) -> JSONResponse:
-    """The gateway's error shape: ``{"error": message, ...}``, Retry-After from ``retry_after_s``."""
+    """The gateway's error shape: ``{"error": message, ...}``, Retry-After from ``retry_after_s``.
+    The message is capped here too, whatever built it (values in it are capped where they
+    are written, with ``tiergate.serving.errors.echo``)."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message)} characters)"
     headers = {}
     if "retry_after_s" in extra:
         headers["Retry-After"] = str(extra.pop("retry_after_s"))
@@ -67,6 +99,10 @@ class FrontDoor:
         self.app, self.door = app, door
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if with_request_id(scope):
+            send = _marking_replaced(send)
         limits = self.door.limits
         if limits is None or not is_inference(scope):
             return await self.app(scope, receive, send)
@@ -74,8 +110,7 @@ class FrontDoor:
         reason = admission.enter(limits, scope.get("client"))
         if reason is not None:
             response = refusal(reason)
-            request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-            response.headers["X-Request-Id"] = request_id or uuid.uuid4().hex
+            response.headers["X-Request-Id"] = request_id(scope["headers"])[0]
             await response(scope, receive, send)
             self.door.on_refusal()
             return
@@ -84,6 +119,17 @@ class FrontDoor:
             await self.app(scope, receive, send)
         finally:
             admission.leave()
+
+
+def _marking_replaced(send):
+    """``send``, adding ``X-Request-Id-Replaced: invalid`` to the answer's headers."""
+
+    async def marked(message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (ID_REPLACED, b"invalid")]
+        await send(message)
+
+    return marked
 
 
 def middlewares() -> list[Middleware]:

@@ -7,7 +7,6 @@ inference requests, body limits, and a faster JSON body parser.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,8 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from tiergate.serving.frontdoor import ADMITTED, is_inference, json_error, refusal
+from tiergate.serving.frontdoor import ADMITTED, ID_REPLACED, REQUEST_ID, is_inference, json_error, refusal
+from tiergate.serving.frontdoor import request_id as client_request_id
 from tiergate.serving.logs import current_request_id
 from tiergate.serving.replica import Replica
 from tiergate.serving.trace import Trace
@@ -53,7 +53,8 @@ class FastJSONRoute(APIRoute):
 
 class RequestContext:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request),
-    outermost in the app: gives each request its id and a metrics trace, admits inference
+    outermost in the app: gives each request its id (a client's, when valid: see
+    ``frontdoor.request_id``) and a metrics trace, admits inference
     requests (``Admission``) unless ``FrontDoor`` did, refuses oversized bodies before
     reading them, and records the answer's status for inference requests."""
 
@@ -64,8 +65,10 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        serve_id = current_request_id()  # under Ray Serve the proxy owns the id and its header
-        request_id = serve_id or headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        # under Ray Serve its ingress owns the id and its header (FrontDoor, outermost there,
+        # replaced a client's invalid one); elsewhere the id is checked here the same way
+        serve_id = current_request_id()
+        request_id, replaced = (serve_id, False) if serve_id else client_request_id(scope["headers"])
         trace = Trace()
         state = scope.setdefault("state", {})
         state["request_id"], state["trace"] = request_id, trace
@@ -76,7 +79,9 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if not serve_id:
-                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                    message["headers"] = [*message.get("headers", []), (REQUEST_ID, request_id.encode())]
+                if replaced:
+                    message["headers"].append((ID_REPLACED, b"invalid"))
             await send(message)
 
         limits = self.replica.limits
