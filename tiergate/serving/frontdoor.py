@@ -4,9 +4,11 @@ before its body is read (under overload a refusal must cost far less than an ans
 Light on purpose (no torch, no ORT): Ray Serve imports ``middlewares`` in every process
 that runs an HTTP server, its proxy included, through
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=tiergate.serving.frontdoor:middlewares`` (set
-by ``tiergate serve`` in HAProxy ingress mode). There ``FrontDoor`` wraps the replica's own
-HTTP server, ahead of the per-request work Serve does before the app runs; elsewhere
+by ``tiergate serve``). In HAProxy ingress mode ``FrontDoor`` wraps the replica's own HTTP
+server, ahead of the per-request work Serve does before the app runs; elsewhere
 ``tiergate.serving.http.middleware.RequestContext`` admits requests inside the app.
+In every HTTP server it wraps, ``FrontDoor`` also replaces a client's invalid
+``X-Request-Id`` (``request_id``) before Serve takes it and echoes it.
 
 Because Ray finds the middleware by an import path, the door a replica sets up is this
 module's ``PROCESS_DOOR``: one per process, as there is one replica per process.
