@@ -13,7 +13,7 @@ POLICY_VENV := .venv-policy
 CHECKOV := $(POLICY_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps run compress test test-unit lint bench soak clean
+.PHONY: install system-deps run compress test test-unit fuzz lint bench soak clean
 
 install: system-deps $(STAMP)
 
@@ -48,6 +48,14 @@ test: install $(CHECKOV)
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
+
+# fuzz a live gateway on Ray Serve with fresh random examples (make test runs the same tests once,
+# derandomized): schemathesis checks every answer against the OpenAPI schema, the hypothesis
+# strategies send hostile tensors, field edge values, v2 framing and images; each fuzz test runs
+# for FUZZ_SECONDS (the schemathesis one shares it among the operations)
+FUZZ_SECONDS ?= 60
+fuzz: install
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q tests/integration/test_fuzz.py
 
 # style, formatting, and the architecture's import contracts (pyproject.toml [tool.importlinter])
 lint: install

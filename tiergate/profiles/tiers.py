@@ -37,13 +37,17 @@ class Tier(BaseModel):
         return self.min_accuracy
 
 
+MAX_LATENCY_MS = 86_400_000.0  # one day: the longest latency bound or deadline a request may give
+
+
 class RequestSlo(BaseModel):
-    """A request's own SLO, which narrows its tier's."""
+    """A request's own SLO, which narrows its tier's: JSON numbers only (no strings or
+    booleans), finite and bounded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    max_latency_ms: float | None = Field(None, gt=0)
-    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_latency_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    min_accuracy: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
 
 
 def default_tiers() -> dict[str, Tier]:

@@ -9,6 +9,33 @@ extra fields for the answer's body (``known`` names, ``best_accuracy``, ...).
 
 from __future__ import annotations
 
+import reprlib
+
+ECHO_CHARS = 64  # the most of a client's value an error message repeats
+_ECHO = reprlib.Repr()  # reprlib bounds every kind of value, nested ones too
+_ECHO.maxstring = _ECHO.maxother = ECHO_CHARS
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 4
+_ECHO.maxlevel = 2
+
+
+def echo(value: object) -> str:
+    """A client's value as an error message may repeat it: its repr, cut to about
+    ``ECHO_CHARS`` characters with the original length, so an answer never reflects a
+    large input (an 8 MB tier name comes back as 64 characters and "(8388608 characters)")."""
+    try:
+        text = _ECHO.repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"<a {type(value).__name__} too large to show>"
+    if isinstance(value, str | bytes) and len(value) > ECHO_CHARS:
+        text += f" ({len(value)} characters)"
+    return text
+
+
+def capped(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` as is when short, else its first ``limit`` characters, "..." and its length:
+    for text built from a client's input that is not a value (a key name, a path)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
 
 class ServingError(Exception):
     """Base of the gateway's answers other than a prediction."""

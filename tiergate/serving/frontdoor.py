@@ -5,9 +5,11 @@ routing, admin operations) to a replica, or refuses it with 503 before its body 
 Light on purpose (no torch, no ORT): Ray Serve imports ``middlewares`` in every process
 that runs an HTTP server, its proxy included, through
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=tiergate.serving.frontdoor:middlewares`` (set
-by ``tiergate serve`` in HAProxy ingress mode). There ``FrontDoor`` wraps the replica's own
-HTTP server, ahead of the per-request work Serve does before the app runs; elsewhere
+by ``tiergate serve``). In HAProxy ingress mode ``FrontDoor`` wraps the replica's own HTTP
+server, ahead of the per-request work Serve does before the app runs; elsewhere
 ``tiergate.serving.http.middleware.RequestContext`` admits requests inside the app.
+In every HTTP server it wraps, ``FrontDoor`` also replaces a client's invalid
+``X-Request-Id`` (``request_id``) before Serve takes it and echoes it.
 
 Because Ray finds the middleware by an import path, the door a replica sets up is this
 module's ``PROCESS_DOOR``: one per process, as there is one replica per process.
@@ -15,6 +17,7 @@ module's ``PROCESS_DOOR``: one per process, as there is one replica per process.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +30,9 @@ from tiergate.serving.admission import Admission, Limits
 INFERENCE_PATHS = ("/v1/predict", "/infer")
 ROUTE_PATH = "/v1/route"
 ADMIN_PATHS = "/v1/admin/"  # every admin operation
+REQUEST_ID = b"x-request-id"
+ID_REPLACED = b"x-request-id-replaced"  # answers a request whose own id was not taken: "invalid"
+_VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")  # what a client's X-Request-Id may be
 ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request already
 ARRIVED = "tiergate.arrived"  # scope key: when it most likely arrived (``arrival``)
 
@@ -61,8 +67,36 @@ def is_admitted(scope) -> bool:
     return path.endswith(INFERENCE_PATHS) or path.endswith(ROUTE_PATH) or ADMIN_PATHS in path
 
 
+MAX_ERROR_CHARS = 1000  # a message past this is cut: no answer reflects a large input
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str, bool]:
+    """The request's id: the client's ``X-Request-Id`` when it is 1-128 characters of
+    ``[A-Za-z0-9._:-]``, else a new one; and whether the client's was replaced (it sent one
+    that was not valid). An id is echoed in headers, bodies and logs, so it is never free text."""
+    given = next((value for name, value in headers if name == REQUEST_ID), None)
+    if given is not None and _VALID_ID.fullmatch(given):
+        return given.decode("ascii"), False
+    return uuid.uuid4().hex, given is not None
+
+
+def with_request_id(scope) -> bool:
+    """Puts a valid ``X-Request-Id`` in ``scope``'s headers in place of a client's invalid
+    one, for what runs inside (Ray Serve takes and echoes it as it finds it); True when it did."""
+    headers = scope["headers"]
+    new_id, replaced = request_id(headers)
+    if replaced:
+        scope["headers"] = [(name, value) for name, value in headers if name != REQUEST_ID]
+        scope["headers"].append((REQUEST_ID, new_id.encode()))
+    return replaced
+
+
 def json_error(status: int, message: str, **extra: object) -> JSONResponse:
-    """The gateway's error shape: ``{"error": message, ...}``, Retry-After from ``retry_after_s``."""
+    """The gateway's error shape: ``{"error": message, ...}``, Retry-After from ``retry_after_s``.
+    The message is capped here too, whatever built it (values in it are capped where they
+    are written, with ``tiergate.serving.errors.echo``)."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message)} characters)"
     headers = {}
     if "retry_after_s" in extra:
         headers["Retry-After"] = str(extra.pop("retry_after_s"))
@@ -89,6 +123,10 @@ class FrontDoor:
         self.app, self.door = app, door
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if with_request_id(scope):
+            send = _marking_replaced(send)
         limits = self.door.limits
         if limits is None or not is_admitted(scope):
             return await self.app(scope, receive, send)
@@ -96,8 +134,7 @@ class FrontDoor:
         reason = admission.enter(limits, scope.get("client"))
         if reason is not None:
             response = refusal(reason)
-            request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-            response.headers["X-Request-Id"] = request_id or uuid.uuid4().hex
+            response.headers["X-Request-Id"] = request_id(scope["headers"])[0]
             await response(scope, receive, send)
             self.door.on_refusal()
             return
@@ -106,6 +143,17 @@ class FrontDoor:
             await self.app(scope, receive, send)
         finally:
             admission.leave()
+
+
+def _marking_replaced(send):
+    """``send``, adding ``X-Request-Id-Replaced: invalid`` to the answer's headers."""
+
+    async def marked(message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (ID_REPLACED, b"invalid")]
+        await send(message)
+
+    return marked
 
 
 def middlewares() -> list[Middleware]:

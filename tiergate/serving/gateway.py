@@ -21,7 +21,15 @@ from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProf
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
 from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, RunSlots
-from tiergate.serving.errors import InvalidRequest, NotFound, Overloaded, Shed, Unavailable, Unsatisfiable
+from tiergate.serving.errors import (
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    Shed,
+    Unavailable,
+    Unsatisfiable,
+    echo,
+)
 from tiergate.serving.inputs import InputDecoder
 from tiergate.serving.predictions import predictions
 from tiergate.serving.registry import MenuRegistry, Variant
@@ -157,11 +165,13 @@ class Gateway:
         known = self.view().quality
         if request.variant is not None and request.variant not in known:
             raise NotFound(
-                f"variant: unknown variant {request.variant!r}", field="variant", known=sorted(known)
+                f"variant: unknown variant {echo(request.variant)}", field="variant", known=sorted(known)
             )
         tier_name = self.tier_of(request)
         if tier_name is not None and tier_name not in self.tiers:
-            raise InvalidRequest(f"tier: unknown tier {tier_name!r}", field="tier", known=sorted(self.tiers))
+            raise InvalidRequest(
+                f"tier: unknown tier {echo(tier_name)}", field="tier", known=sorted(self.tiers)
+            )
         tier = self.tiers[tier_name] if tier_name else Tier()
         reference = self.view().reference_quality
         if reference is None:
@@ -173,6 +183,11 @@ class Gateway:
     ) -> schemas.Decision:
         """The variant for ``request``; ``waited_ms`` is how long it has waited already (its
         bound is for the whole answer, so what is left of it is less)."""
+        limit = self.decoder.limits.max_batch_images
+        if request.batch_size > limit:
+            raise InvalidRequest(
+                f"batch_size: {request.batch_size} exceeds the limit of {limit}", field="batch_size"
+            )
         tier_name, constraints = self.constraints(request)
         routing = self._routing_constraints(constraints, waited_ms)
         now = self.clock()
@@ -296,6 +311,7 @@ class Gateway:
         except Exception as error:
             failed = decision.variant
             decision, logits, quality = await self._retry(routed, x, deadline, failed, error, trace)
+        _check_finite(logits, request)
         latency_ms = (time.perf_counter() - started) * 1000
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
@@ -370,3 +386,13 @@ class Gateway:
         if request.timeout_ms is None:
             return self.settings.request_timeout_s
         return min(self.settings.request_timeout_s, request.timeout_ms / 1000)
+
+
+def _check_finite(logits: np.ndarray, request: schemas.RouteRequest) -> None:
+    """Refuses (422) an answer the model cannot give: finite inputs large enough to overflow
+    its arithmetic come out as inf or NaN logits, which have no class or score."""
+    if not np.isfinite(logits).all():
+        field = "image" if getattr(request, "image", None) is not None else "inputs"
+        raise InvalidRequest(
+            f"{field}: the model's output for this input is not finite (values too large?)", field=field
+        )

@@ -18,9 +18,11 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pydantic import FailFast, Strict, TypeAdapter, ValidationError
 
 from tiergate.serving.config import LimitsConfig
 from tiergate.serving.errors import InvalidRequest, TooLarge
@@ -32,6 +34,63 @@ _PILLOW_ERRORS = (
     OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
     struct.error, zlib.error, MemoryError,
 )  # fmt: skip
+
+MAX_NESTING = 6  # the deepest nested list a tensor's values may come in
+_FLOAT = Annotated[float, Strict()]  # a JSON number: an int or a float, not a bool or a string
+
+
+def _nested_numbers(depth: int) -> TypeAdapter:
+    """pydantic-core's strict check of a ``depth``-deep nested list of JSON numbers, stopping
+    at the first wrong value; measured faster than numpy's own conversion of the same lists."""
+    kind: Any = _FLOAT
+    for _ in range(depth):
+        kind = Annotated[list[kind], FailFast()]
+    return TypeAdapter(kind)
+
+
+_NESTED = {depth: _nested_numbers(depth) for depth in range(1, MAX_NESTING + 1)}
+_JSON_TYPES = {str: "a string", bool: "a boolean", type(None): "null", dict: "an object", list: "a list"}
+
+
+def nesting(values: object) -> int:
+    """How deeply ``values`` nests lists, read along its first elements (0: not a list)."""
+    depth = 0
+    while isinstance(values, list) and depth <= MAX_NESTING:
+        depth += 1
+        if not values:
+            break
+        values = values[0]
+    return depth
+
+
+def numbers(values: object, field: str, depth: int | None = None) -> np.ndarray:
+    """``values``, nested lists of JSON numbers ``depth`` deep, as a float32 array; a string,
+    boolean, null or a list out of place anywhere is refused, naming its position."""
+    depth = nesting(values) if depth is None else depth
+    if not 1 <= depth <= MAX_NESTING:
+        raise InvalidRequest(
+            f"{field}: must be nested lists of numbers (at most {MAX_NESTING} deep)", field=field
+        )
+    try:
+        checked = _NESTED[depth].validate_python(values)
+    except ValidationError as error:
+        raise InvalidRequest(_wrong_value(error.errors()[0], field), field=field) from None
+    try:
+        with np.errstate(over="ignore"):  # past float32's range becomes inf, refused as not finite
+            return np.asarray(checked, dtype=np.float32)
+    except ValueError:  # ragged: rows of different lengths
+        raise InvalidRequest(f"{field}: must be a rectangular nested list of numbers", field=field) from None
+
+
+def _wrong_value(issue: dict[str, Any], field: str) -> str:
+    """The first wrong value's position and JSON type (never the value: it may be huge)."""
+    position = field + "".join(f"[{index}]" for index in issue["loc"])
+    value = issue["input"]
+    if issue["type"] == "list_type":
+        return f"{position}: expected a list of numbers here, got {_JSON_TYPES.get(type(value), 'a number')}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{position}: the integer is beyond float range"
+    return f"{position}: must be a JSON number, got {_JSON_TYPES.get(type(value), type(value).__name__)}"
 
 
 @dataclass(frozen=True)
@@ -59,13 +118,16 @@ class InputDecoder:
         )
 
     def from_nested(self, values: object, field: str = "inputs") -> np.ndarray:
-        """One image ``[C, H, W]`` or a batch ``[N, C, H, W]`` of numbers, checked."""
-        try:
-            array = np.asarray(values, dtype=np.float32)
-        except (ValueError, TypeError, OverflowError):
+        """One image ``[C, H, W]`` or a batch ``[N, C, H, W]`` of JSON numbers, checked: the
+        image count before anything is built, then each value's type (not a string, boolean
+        or null), then the shape and finiteness."""
+        depth = nesting(values)
+        images = len(values) if depth == 4 and isinstance(values, list) else 1
+        if images > self.limits.max_batch_images:
             raise InvalidRequest(
-                f"{field}: must be a rectangular nested list of float32-range numbers", field=field
-            ) from None
+                f"{field}: batch of {images} exceeds the limit of {self.limits.max_batch_images}", field=field
+            )
+        array = numbers(values, field, depth)
         if array.size == 0:
             raise InvalidRequest(f"{field}: the batch is empty", field=field)
         return self.check_batch(array[None] if array.ndim == 3 else array, field)
@@ -92,7 +154,9 @@ class InputDecoder:
             )
             raise InvalidRequest(f"{field}: wrong shape: {what} (expected {self._shape_text()})", field=field)
         if not np.isfinite(array).all():
-            raise InvalidRequest(f"{field}: contains NaN or infinite values", field=field)
+            raise InvalidRequest(
+                f"{field}: contains NaN or infinite values (or values beyond float32 range)", field=field
+            )
         return np.ascontiguousarray(array)
 
     async def from_base64_off_loop(self, text: str, field: str = "image") -> np.ndarray:

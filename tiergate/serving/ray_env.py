@@ -74,10 +74,9 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
         ),
         field="ray.ingress_metrics",
     ),
-    # admission ahead of Serve's per-request work in the replica (serving.frontdoor)
-    RayFlag(
-        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", _with_haproxy("tiergate.serving.frontdoor:middlewares")
-    ),
+    # admission ahead of Serve's per-request work in the replica (serving.frontdoor); in
+    # either ingress, the outermost layer that checks a client's X-Request-Id before Serve echoes it
+    RayFlag("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", _always("tiergate.serving.frontdoor:middlewares")),
 )
 
 FROM_ENVIRONMENT = "environment"

@@ -6,32 +6,43 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tiergate.profiles.tiers import RequestSlo
+from tiergate.profiles.tiers import MAX_LATENCY_MS, RequestSlo
+
+NAME_CHARS = 128  # the longest tier or variant name a request may give
 
 
 class RouteRequest(BaseModel):
-    """What decides the variant: a tier, the request's own SLO, or a pin."""
+    """What decides the variant: a tier, the request's own SLO, or a pin. Strict JSON types:
+    numbers are numbers, booleans are booleans ("false" and 0 are refused), and every
+    number is finite and bounded."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    tier: str | None = Field(None, description="fast, balanced, accurate, or a configured tier")
+    tier: str | None = Field(
+        None, max_length=NAME_CHARS, description="fast, balanced, accurate, or a configured tier"
+    )
     slo: RequestSlo | None = None
-    variant: str | None = Field(None, description="pin a variant by name")
+    variant: str | None = Field(None, max_length=NAME_CHARS, description="pin a variant by name")
     strict: bool = Field(False, description="refuse (422) instead of serving outside the SLO")
-    batch_size: int = Field(1, ge=1, description="images the request will carry (route only)")
+    batch_size: int = Field(
+        1,
+        ge=1,
+        description="images the request will carry (route only); at most serving.limits.max_batch_images",
+    )
     timeout_ms: float | None = Field(
         None,
         gt=0,
-        strict=True,  # a number: true is not 1 ms
+        le=MAX_LATENCY_MS,
+        allow_inf_nan=False,
         description="answer within this or get 429 (refused up front) / 503 (timed out in the queue); "
         "serving.admission.request_timeout_s caps it",
     )
 
 
 class PredictRequest(RouteRequest):
-    """``inputs`` (one image [C,H,W] or a batch [N,C,H,W] of floats) or ``image`` (base64)."""
+    """``inputs`` (one image [C,H,W] or a batch [N,C,H,W] of JSON numbers) or ``image`` (base64)."""
 
-    inputs: list[Any] | None = None
+    inputs: list[Any] | None = Field(None, description="JSON numbers only: no strings, booleans or null")
     image: str | None = Field(None, description="base64-encoded PNG or JPEG")
     top_k: int = Field(1, ge=1, le=100)
 

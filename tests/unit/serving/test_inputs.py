@@ -36,7 +36,7 @@ def test_single_image_and_batch_are_accepted():
         (np.zeros((1, 1, 27, 28)).tolist(), "image size [27, 28]"),
         (np.zeros((28, 28)).tolist(), "expected [C, H, W]"),
         ([[[1.0, 2.0], [3.0]]], "rectangular"),
-        ([[["a"]]], "rectangular"),
+        ([[["a"]]], "inputs[0][0][0]: must be a JSON number, got a string"),
         (np.zeros((0, 1, 28, 28)).tolist(), "empty"),
         (np.zeros((5, 1, 28, 28)).tolist(), "batch of 5 exceeds the limit of 4"),
         (np.full((1, 28, 28), np.nan).tolist(), "NaN or infinite"),

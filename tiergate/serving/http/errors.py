@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from tiergate.serving import errors
+from tiergate.serving.errors import capped
 from tiergate.serving.frontdoor import json_error
 
 STATUS: dict[type[errors.ServingError], int] = {
@@ -55,14 +56,23 @@ def answer(error: errors.ServingError) -> JSONResponse:
     return response
 
 
+MAX_PROBLEMS = 5  # pydantic's errors named in one answer; the rest are counted
+
+
 def problems(issues: list[dict[str, Any]], prefix: str = "") -> str:
-    """Pydantic errors as one message, each naming its field: ``slo.min_accuracy: ...``."""
-    parts = []
-    for issue in issues:
-        path = ".".join(str(p) for p in issue["loc"] if p != "body")
-        path = ".".join(filter(None, (prefix, path))) or "body"
-        parts.append(f"{path}: {issue['msg']}")
+    """Pydantic errors as one message, each naming its field: ``slo.min_accuracy: ...``.
+    Never the offending value; a key name from the body is capped (``errors.capped``), and
+    past ``MAX_PROBLEMS`` errors only their count is given, so the message stays small."""
+    parts = [f"{_path(issue, prefix)}: {capped(issue['msg'], 200)}" for issue in issues[:MAX_PROBLEMS]]
+    if len(issues) > MAX_PROBLEMS:
+        parts.append(f"and {len(issues) - MAX_PROBLEMS} more")
     return "; ".join(parts)
+
+
+def _path(issue: dict[str, Any], prefix: str = "") -> str:
+    """Where a pydantic error is: ``slo.min_accuracy`` (the body's own keys capped)."""
+    path = ".".join(capped(str(p)) for p in issue["loc"] if p != "body")
+    return ".".join(filter(None, (prefix, path))) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -80,4 +90,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
-        return json_error(422, problems(error.errors()))
+        issues = error.errors()
+        where = {"field": _path(issues[0])} if issues else {}
+        return json_error(422, problems(issues), **where)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +21,15 @@ from tiergate.serving.errors import BodyTimeout
 from tiergate.serving.frontdoor import (
     ADMITTED,
     ARRIVED,
+    ID_REPLACED,
+    REQUEST_ID,
     arrival,
     is_admitted,
     is_inference,
     json_error,
     refusal,
 )
+from tiergate.serving.frontdoor import request_id as client_request_id
 from tiergate.serving.http.access import authenticate_scope
 from tiergate.serving.http.errors import answer
 from tiergate.serving.logs import current_request_id
@@ -66,11 +68,12 @@ class FastJSONRoute(APIRoute):
 
 class RequestContext:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware costs a task group per request),
-    outermost in the app: gives each request its id and a metrics trace, admits inference,
-    /v1/route and admin requests (``Admission``) unless ``FrontDoor`` did, with API keys on
-    answers 401 to a request without a valid key (``authenticate_scope``), refuses
-    oversized bodies before reading them, reads bodies within a time limit (408), and
-    records the answer's status for inference requests."""
+    outermost in the app: gives each request its id (a client's, when valid: see
+    ``frontdoor.request_id``) and a metrics trace, admits inference, /v1/route and admin
+    requests (``Admission``) unless ``FrontDoor`` did, with API keys on answers 401 to a
+    request without a valid key (``authenticate_scope``), refuses oversized bodies before
+    reading them, reads bodies within a time limit (408), and records the answer's status
+    for inference requests."""
 
     def __init__(self, app, replica: Replica) -> None:
         self.app, self.replica = app, replica
@@ -79,8 +82,10 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        serve_id = current_request_id()  # under Ray Serve the proxy owns the id and its header
-        request_id = serve_id or headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        # under Ray Serve its ingress owns the id and its header (FrontDoor, outermost there,
+        # replaced a client's invalid one); elsewhere the id is checked here the same way
+        serve_id = current_request_id()
+        request_id, replaced = (serve_id, False) if serve_id else client_request_id(scope["headers"])
         trace = Trace()
         state = scope.setdefault("state", {})
         state["request_id"], state["trace"] = request_id, trace
@@ -91,7 +96,9 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if not serve_id:
-                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                    message["headers"] = [*message.get("headers", []), (REQUEST_ID, request_id.encode())]
+                if replaced:
+                    message["headers"].append((ID_REPLACED, b"invalid"))
             await send(message)
 
         limits = self.replica.limits

@@ -7,53 +7,93 @@ is a variant (pinned), a tier, or the model's own name (routed by ``parameters``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WithJsonSchema
 
 from tiergate import __version__
 from tiergate.serving import schemas
 from tiergate.serving.auth import Target
-from tiergate.serving.errors import InvalidRequest, MalformedRequest, NotFound
+from tiergate.serving.errors import InvalidRequest, MalformedRequest, NotFound, capped, echo
 from tiergate.serving.gateway import Gateway, Outcome
 from tiergate.serving.http.access import Access
 from tiergate.serving.http.errors import problems
 from tiergate.serving.http.v1 import VARIANT_HEADER
+from tiergate.serving.inputs import numbers
 from tiergate.serving.schemas import error_responses as errors
 
 BINARY_HEADER = "Inference-Header-Content-Length"  # the v2 binary tensor data extension
 V2_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
+MAX_DIMENSION = 2**31 - 1  # the largest extent a tensor's shape may give
+_HEADER_LENGTH = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() takes '²' and '٣'
+
+
+class V2Parameters(BaseModel):
+    """The request parameters tiergate reads, JSON types strict (the string "false" is not a
+    boolean, true is not a number); others pass through unread."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    tier: str | None = Field(None, max_length=schemas.NAME_CHARS)
+    strict: bool = False
+    max_latency_ms: float | None = None  # RequestSlo bounds it
+    min_accuracy: float | None = None
+    timeout: float | None = Field(None, ge=1, lt=1e15, description="Triton's deadline, in microseconds")
+    binary_data_output: bool = False
+
+
+class V2TensorParameters(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    binary_data_size: int | None = Field(None, ge=0, description="bytes of this tensor's binary data")
+
+
 class V2Tensor(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    shape: list[int]
+    shape: list[Annotated[int, Strict(), Field(ge=0, le=MAX_DIMENSION)]] = Field(max_length=8)
     datatype: str
     data: list[Any] | None = None  # absent when the tensor travels as binary data
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: V2TensorParameters = Field(default_factory=V2TensorParameters)
+
+
+class V2OutputParameters(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    binary_data: bool = False
+
+
+class V2Output(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    parameters: V2OutputParameters = Field(default_factory=V2OutputParameters)
 
 
 class V2InferRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str | None = None
+    id: str | None = Field(None, max_length=schemas.NAME_CHARS, description="echoed in the answer")
     inputs: list[V2Tensor] = Field(min_length=1)
-    outputs: list[dict[str, Any]] = Field(default_factory=list)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[V2Output] = Field(default_factory=list)
+    # typed (V2Parameters) by _model_request, where routing reads them
+    parameters: Annotated[dict[str, Any], WithJsonSchema(V2Parameters.model_json_schema())] = Field(
+        default_factory=dict
+    )
 
     def wants_binary_output(self) -> bool:
-        def asks(output: dict[str, Any]) -> bool:
-            parameters = output.get("parameters")
-            return isinstance(parameters, dict) and bool(parameters.get("binary_data"))
-
-        return bool(self.parameters.get("binary_data_output")) or any(asks(o) for o in self.outputs)
+        return self.parameters.get("binary_data_output") is True or any(
+            output.parameters.binary_data for output in self.outputs
+        )
 
 
 def add_v2_routes(app: FastAPI, access: Access) -> None:
@@ -75,13 +115,13 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
     @app.get("/v2/models/{name}", responses=errors(401, 403, 404, 503))
     async def model_metadata(name: str, request: Request):
         current = ready()
-        _known(current, access.authorize(request, _model_target(current, name, {})))
+        _known(current, access.authorize(request, _model_target(current, name, None)))
         return _metadata(name, current)
 
     @app.get("/v2/models/{name}/ready", responses=errors(401, 403, 404, 503))
     async def model_ready(name: str, request: Request):
         current = ready()
-        _known(current, access.authorize(request, _model_target(current, name, {})))
+        _known(current, access.authorize(request, _model_target(current, name, None)))
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer", responses=errors(400, 401, 403, 404, 413, 422, 429, 503))
@@ -89,9 +129,12 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()
         body, binary = _parse_v2(await request.body(), request.headers.get(BINARY_HEADER))
-        routing = _model_request(body.parameters)
-        target = _known(current, access.admit(request, _model_target(current, name, body.parameters)))
-        x = current.decoder.check_batch(_v2_tensor(body.inputs[0], binary), "inputs[0]")
+        typed = _typed_parameters(body.parameters)
+        routing = _model_request(typed, body.parameters)
+        target = _known(current, access.admit(request, _model_target(current, name, typed.tier)))
+        x = current.decoder.check_batch(
+            _v2_tensor(body.inputs[0], binary, current.decoder.limits.max_batch_images), "inputs[0]"
+        )
         request_id = body.id or request.state.request_id
         try:
             route = schemas.RouteRequest(**routing, **target.routing())
@@ -142,62 +185,97 @@ def _answer(name: str, request_id: str, outcome: Outcome, binary: bool) -> Respo
 
 
 def _parse_v2(raw: bytes, header_length: str | None) -> tuple[V2InferRequest, bytes]:
+    """The JSON part of a v2 body and the binary data after it (``header_length`` bytes of
+    JSON, from the binary extension's header; all of the body without it)."""
     split = len(raw)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        if not _HEADER_LENGTH.fullmatch(header_length) or int(header_length) > len(raw):
             raise MalformedRequest(
-                f"{BINARY_HEADER}: {header_length!r} does not fit a {len(raw)}-byte body", field=BINARY_HEADER
+                f"{BINARY_HEADER}: {echo(header_length)} is not a byte count (ASCII digits) within the "
+                f"{len(raw)}-byte body",
+                field=BINARY_HEADER,
             )
         split = int(header_length)
     try:
         return V2InferRequest.model_validate_json(raw[:split]), raw[split:]
     except ValidationError as error:
-        raise InvalidRequest(problems(error.errors())) from None
+        issues = error.errors()
+        where = ".".join(str(part) for part in issues[0]["loc"]) if issues else ""
+        raise InvalidRequest(problems(issues), field=capped(where) if where else None) from None
 
 
-def _v2_tensor(tensor: V2Tensor, binary: bytes) -> np.ndarray:
+def _v2_tensor(tensor: V2Tensor, binary: bytes, max_images: int | None = None) -> np.ndarray:
+    """The first input's values as float32 [N, C, H, W] (a rank-3 tensor is one image): JSON
+    numbers from ``data`` (strict: no strings or booleans), else its binary data. A shape of
+    more than ``max_images`` images is refused before any value is read."""
+    if max_images is not None and len(tensor.shape) == 4 and tensor.shape[0] > max_images:
+        raise InvalidRequest(
+            f"inputs[0].shape: batch of {tensor.shape[0]} exceeds the limit of {max_images}",
+            field="inputs[0].shape",
+        )
     dtype = V2_DTYPES.get(tensor.datatype)
     if dtype is None:
         raise InvalidRequest(
-            f"inputs[0].datatype: {tensor.datatype} is not one of {sorted(V2_DTYPES)}",
+            f"inputs[0].datatype: {echo(tensor.datatype)} is not one of {sorted(V2_DTYPES)}",
             field="inputs[0].datatype",
         )
+    if tensor.data is not None:
+        x = numbers(tensor.data, "inputs[0].data")
+    else:
+        x = _binary_tensor(tensor, dtype, binary)
     try:
-        if tensor.data is not None:
-            x = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
-        else:
-            size = int(tensor.parameters.get("binary_data_size", len(binary)))
-            x = np.frombuffer(binary[:size], dtype=dtype).reshape(tensor.shape).astype(np.float32)
-    except (ValueError, TypeError, OverflowError):
+        x = x.reshape(tensor.shape)
+    except ValueError:
         raise InvalidRequest(
-            f"inputs[0]: the data does not fill shape {tensor.shape} with float32-range numbers",
-            field="inputs[0]",
+            f"inputs[0]: {x.size} values do not fill shape {tensor.shape}", field="inputs[0]"
         ) from None
     return x[None] if x.ndim == 3 else x  # one image [C, H, W]; other ranks fail check_batch
 
 
-def _model_request(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Routing fields from a v2 request's ``parameters`` other than its target (see ``_model_target``)."""
-    slo = {k: parameters[k] for k in ("max_latency_ms", "min_accuracy") if k in parameters}
-    routing: dict[str, Any] = {"slo": slo or None, "strict": bool(parameters.get("strict", False))}
-    timeout = parameters.get("timeout")  # Triton's request parameter, in microseconds
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout < 1e15:
-            raise InvalidRequest(
-                f"parameters.timeout: microseconds, a number from 1, got {timeout!r}",
-                field="parameters.timeout",
-            )
-        routing["timeout_ms"] = float(timeout) / 1000
+def _binary_tensor(tensor: V2Tensor, dtype: type[np.floating], binary: bytes) -> np.ndarray:
+    """The tensor's values from the binary data that followed the JSON: ``binary_data_size``
+    bytes (all of them when it is absent), a whole number of ``dtype`` values."""
+    size = tensor.parameters.binary_data_size
+    size = len(binary) if size is None else size
+    field = "inputs[0].parameters.binary_data_size"
+    if size > len(binary):
+        raise MalformedRequest(f"{field}: {size} bytes, but {len(binary)} follow the JSON", field=field)
+    if size % np.dtype(dtype).itemsize:
+        raise InvalidRequest(
+            f"{field}: {size} bytes is not a whole number of {tensor.datatype} values", field=field
+        )
+    with np.errstate(over="ignore"):  # FP64 past float32's range becomes inf, refused as not finite
+        return np.frombuffer(binary[:size], dtype=dtype).astype(np.float32)
+
+
+def _typed_parameters(parameters: dict[str, Any]) -> V2Parameters:
+    """A v2 request's ``parameters``, typed strictly (422 naming the parameter), so that only a
+    string tier reaches the API-key check and only real booleans and numbers reach routing."""
+    try:
+        return V2Parameters.model_validate(parameters)
+    except ValidationError as error:
+        issues = error.errors()
+        raise InvalidRequest(
+            problems(issues, prefix="parameters"), field=capped(f"parameters.{issues[0]['loc'][0]}")
+        ) from None
+
+
+def _model_request(typed: V2Parameters, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Routing fields from a v2 request's parameters other than its target (see ``_model_target``)."""
+    slo = {k: parameters[k] for k in ("max_latency_ms", "min_accuracy") if parameters.get(k) is not None}
+    routing: dict[str, Any] = {"slo": slo or None, "strict": typed.strict}
+    if typed.timeout is not None:  # Triton's request parameter, in microseconds
+        routing["timeout_ms"] = typed.timeout / 1000
     return routing
 
 
-def _model_target(gateway: Gateway, name: str, parameters: dict[str, Any]) -> Callable[[str], Target]:
+def _model_target(gateway: Gateway, name: str, tier: str | None) -> Callable[[str], Target]:
     """What a v2 model name reaches, given the default tier: a variant (pin), a tier, or the
     model itself (routed by ``parameters.tier``); for ``Access`` to resolve, then check."""
     variants = [variant.name for variant in gateway.registry.known()]
     model = gateway.registry.info.model
     return lambda default: Target.of_model(
-        name, parameters.get("tier"), default, model=model, tiers=gateway.tiers, variants=variants
+        name, tier, default, model=model, tiers=gateway.tiers, variants=variants
     )
 
 
@@ -208,6 +286,8 @@ def _known(gateway: Gateway, target: Target) -> Target:
         variants = [variant.name for variant in gateway.registry.known()]
         model = gateway.registry.info.model
         raise NotFound(
-            f"model: unknown model {target.name!r}", field="model", known=[model, *gateway.tiers, *variants]
+            f"model: unknown model {echo(target.name)}",
+            field="model",
+            known=[model, *gateway.tiers, *variants],
         )
     return target

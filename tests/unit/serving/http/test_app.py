@@ -10,14 +10,18 @@ import pytest
 
 from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
+from tiergate.serving.config import AdmissionConfig, ServingConfig
 from tiergate.serving.http import VARIANT_HEADER, create_app
 
 TIERS = {"accurate": Tier(max_latency_ms=1000.0, min_accuracy=0.5)}
+# each call runs on its own event loop (asyncio.run), and the loop-lag probe, started on the
+# first, reads the later ones as late (503 on a loaded machine): admission is not tested here
+SERVING = ServingConfig(admission=AdmissionConfig(max_loop_lag_ms=3_600_000))
 
 
 @pytest.fixture(scope="module")
 def replica(tiny_menu):
-    return replica_for(tiny_menu, TIERS, variants=["fp32", "int8"])
+    return replica_for(tiny_menu, TIERS, variants=["fp32", "int8"], serving=SERVING)
 
 
 def _call(replica, method: str, path: str, **kwargs) -> httpx.Response:
