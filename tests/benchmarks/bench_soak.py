@@ -1,7 +1,9 @@
 """Benchmark: the long reliability runs, against `tiergate serve` on 127.0.0.1.
 
 soak   The capacity of the whole gateway is measured first (wrk, closed loop, 32
-       connections on the tier: the answers per second it sustains). Then an open-loop
+       connections on the tier: the answers per second it sustains, on a gateway started
+       with shedding off so that it serves all it can). Then, on a gateway started with
+       the given config, an open-loop
        Poisson load of --factor (5) times that is offered for --seconds (60). Reported:
        requests sent and answered by status, the slowest answer against the deadline
        (serving.admission.request_timeout_s), latency of served and of refused requests (from each
@@ -73,14 +75,30 @@ def percentiles(values: list[float]) -> str:
     return f"{p50:.1f} / {p99:.1f} / {max(values):.1f}"
 
 
+NO_SHEDDING = "serving.admission.late_grace=null"
+
+
+def serving_capacity(overrides: list[str], tier: str) -> float:
+    """What the gateway can carry: ``capacity`` on a gateway that serves every request it
+    admits (shedding off). With shedding on, 32 connections in a closed loop keep queues
+    long enough that most requests are refused as late, and the answers 200/s measured
+    would be what the gateway chooses to serve, not what it can."""
+    gateway = start_gateway([*overrides, NO_SHEDDING])
+    try:
+        return capacity(request_body(tier))
+    finally:
+        stop_gateway(gateway)
+
+
 def soak(args: argparse.Namespace) -> None:
+    carried = serving_capacity(args.set, args.tier)
+    rate = args.factor * carried
     gateway = start_gateway(args.set)
     try:
         tiers = httpx.get(f"{URL}/v1/tiers").json()
         bound_ms = tiers[args.tier]["max_latency_ms"]
         body = request_body(args.tier)
-        carried = capacity(body)
-        rate = args.factor * carried
+        wrk(f"{URL}/v1/predict", body, 32, 3)  # the same warm-up as the capacity's
         time.sleep(2)
         rss_before = tree_rss_mb(gateway.pid)
         peak, done = [rss_before], threading.Event()
@@ -174,7 +192,8 @@ def replica_pid(variant: str) -> int:
 
 
 def kill(args: argparse.Namespace) -> None:
-    gateway = start_gateway(["serving.ray.topology=per_variant", *args.set])
+    # shedding off: this run is about a replica's loss, and its load is a share of capacity
+    gateway = start_gateway(["serving.ray.topology=per_variant", *args.set, NO_SHEDDING])
     try:
         body = request_body(args.tier)
         carried = capacity(body)
