@@ -101,6 +101,16 @@ class Admission:
         self.sole_connection_s = sole_connection_s
         self._connection: object = None
         self._switched_at = -float("inf")
+        # how late any request admitted now would be answered, in words, or None: the
+        # gateway's (``watch_lateness``); the door then refuses before reading the body
+        self._lateness: Callable[[float], str | None] = lambda waited_ms: None
+
+    def watch_lateness(self, lateness: Callable[[float], str | None]) -> None:
+        """Refuse unread a request that routing would shed anyway: ``lateness(waited_ms)``
+        says why any request admitted now, having waited ``waited_ms`` unread, would be
+        answered too late for every tier recently asked for; None while one could be in time.
+        (A refusal here costs a fraction of one after the body is parsed.)"""
+        self._lateness = lateness
 
     def contenders(self) -> int:
         """The requests that work on the event loop may hold up: those inside, plus one
@@ -127,6 +137,9 @@ class Admission:
                 f"{self.in_flight} requests in flight "
                 f"(serving.admission.max_in_flight {limits.max_in_flight})"
             )
+        late = self._lateness(1000 * self.lag.overdue_s())
+        if late is not None:
+            return late
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight

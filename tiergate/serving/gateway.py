@@ -11,6 +11,7 @@ Errors are the domain errors of ``tiergate.serving.errors``; the HTTP layer maps
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -50,6 +51,9 @@ class RoutingSettings:
     # load, is refused at once (503) instead of answered late; None: served late instead
     late_grace: float | None = None
     max_overhead_ms: float = 2.0  # cap on the measured overhead routing adds to every prediction
+
+
+SHED_MEMORY_S = 1.0  # how long a shed limit a request was routed with holds the door to it
 
 
 class _Superseded(RuntimeError):
@@ -96,6 +100,7 @@ class Gateway:
         self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time the gateway's own work takes per request
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
         self._snapshot = _View(-1, [], {}, {}, (), None)
+        self._loosest_ms, self._loosest_at = math.inf, -math.inf  # loosest shed limit routed on
 
     # -- the live menu, as routing sees it -----------------------------------------------------
     def view(self) -> _View:
@@ -216,13 +221,39 @@ class Gateway:
     def _routing_constraints(self, constraints: Constraints, waited_ms: float) -> Constraints:
         """What routing aims for: the part of the bound left after ``waited_ms``, scaled by
         the headroom, and (for a non-strict request) the lateness past which it is shed."""
-        bound = constraints.max_latency_ms
+        bound, grace = constraints.max_latency_ms, self.settings.late_grace
+        sheddable = None not in (bound, grace) and not constraints.strict and constraints.variant is None
+        shed_after = (1 + grace) * bound if sheddable else None
+        self._saw_shed_limit(shed_after)
         if bound is None:
             return constraints
-        grace = self.settings.late_grace
-        shed_after = None if grace is None or constraints.strict else (1 + grace) * bound
         aim = bound * self.settings.latency_headroom - waited_ms
         return replace(constraints, max_latency_ms=aim, shed_after_ms=shed_after, waited_ms=waited_ms)
+
+    def _saw_shed_limit(self, limit_ms: float | None) -> None:
+        """A request routed with this shed limit (None: it is never shed); the loosest of the
+        last ``SHED_MEMORY_S`` is what ``lateness`` holds every request to."""
+        limit = math.inf if limit_ms is None else limit_ms
+        now = self.clock()
+        if limit >= self._loosest_ms or now - self._loosest_at > SHED_MEMORY_S:
+            self._loosest_ms, self._loosest_at = limit, now
+
+    def lateness(self, waited_ms: float) -> str | None:
+        """Why a request admitted now, having waited ``waited_ms`` unread, would be shed
+        whatever its tier: the run time already queued on this process's variants would
+        make it later than the loosest shed limit any request was routed with in the last
+        ``SHED_MEMORY_S`` (requests with no bound, pins, strict ones: never). None when it
+        might be in time."""
+        limit = self._loosest_ms if self.clock() - self._loosest_at <= SHED_MEMORY_S else math.inf
+        if math.isinf(limit):
+            return None
+        queued = self._shared_wait_ms(self.view().local)
+        if queued is None or waited_ms + queued <= limit:
+            return None
+        return (
+            f"queued work would answer any request after {waited_ms + queued:.0f} ms, past the "
+            f"{limit:g} ms the loosest recent tier allows (serving.admission.late_grace)"
+        )
 
     def _pinnable(self, profile: VariantProfile) -> bool:
         engine = self.view().engines.get(profile.name)

@@ -120,6 +120,7 @@ class Replica:
             raise RuntimeError(f"{registry.reference} could not be loaded; refusing to serve without it")
         decoder = InputDecoder(menu.input_shape, serving.limits, spec.preprocess)
         gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
+        admission.watch_lateness(gateway.lateness)  # refuse unread what routing would shed
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
         return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock)
 

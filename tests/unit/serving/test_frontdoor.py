@@ -207,3 +207,14 @@ def test_a_second_connection_counts_as_one_more_contender_for_a_while():
 
     asyncio.run(main())
     assert seen == [2, 1, 2, 1, 0, 2]
+
+
+def test_admission_refuses_unread_what_the_gateway_would_shed():
+    """With a lateness watch that names a reason, enter refuses with it and admits nothing."""
+    admission = Admission()
+    admission.watch_lateness(lambda waited_ms: f"late after waiting {waited_ms:.0f} ms")
+
+    async def main():
+        return admission.enter(only(max_in_flight=8))
+
+    assert asyncio.run(main()) == "late after waiting 0 ms" and admission.in_flight == 0

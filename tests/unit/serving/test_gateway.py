@@ -251,3 +251,14 @@ def test_without_a_grace_a_late_request_is_served_as_a_fallback(menu, digits):
         gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast"), "r", trace)
     )
     assert response.reason == "fallback" and not response.slo_met and response.latency_ms >= 1000
+
+
+def test_the_door_refuses_what_routing_would_shed_for_every_recent_tier(menu):
+    """After fast-tier routing with late_grace, a 1 s wait unread is named late; a recent pin lifts it."""
+    gateway = _gateway(menu, run_slots=RunSlots(2), routing=replace(ROUTING, late_grace=0.5))
+    assert gateway.lateness(waited_ms=1000.0) is None  # nothing routed yet: no limit known
+    gateway.route(RouteRequest(tier="fast"))
+    assert gateway.lateness(waited_ms=0.0) is None
+    assert "late_grace" in gateway.lateness(waited_ms=1000.0)
+    gateway.route(RouteRequest(variant=menu.variants[0].name))  # pins are never shed
+    assert gateway.lateness(waited_ms=1000.0) is None
