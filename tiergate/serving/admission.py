@@ -137,7 +137,9 @@ class Admission:
                 f"{self.in_flight} requests in flight "
                 f"(serving.admission.max_in_flight {limits.max_in_flight})"
             )
-        late = self._lateness(1000 * self.lag.overdue_s())
+        # the loop's lag, not only the pending timer's: a loop this far behind reads and
+        # routes every request it admits about that late
+        late = self._lateness(1000 * lag_s)
         if late is not None:
             return late
         self.in_flight += 1
