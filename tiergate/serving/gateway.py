@@ -53,7 +53,7 @@ class RoutingSettings:
     max_overhead_ms: float = 2.0  # cap on the measured overhead routing adds to every prediction
 
 
-SHED_MEMORY_S = 1.0  # how long a shed limit a request was routed with holds the door to it
+SHED_MEMORY_S = 1.0  # how long a bound a request was routed with holds the front door to it
 
 
 class _Superseded(RuntimeError):
@@ -100,7 +100,7 @@ class Gateway:
         self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time the gateway's own work takes per request
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
         self._snapshot = _View(-1, [], {}, {}, (), None)
-        self._loosest_ms, self._loosest_at = math.inf, -math.inf  # loosest shed limit routed on
+        self._loosest_ms, self._loosest_at = math.inf, -math.inf  # loosest sheddable bound routed on
 
     # -- the live menu, as routing sees it -----------------------------------------------------
     def view(self) -> _View:
@@ -224,26 +224,28 @@ class Gateway:
         bound, grace = constraints.max_latency_ms, self.settings.late_grace
         sheddable = None not in (bound, grace) and not constraints.strict and constraints.variant is None
         shed_after = (1 + grace) * bound if sheddable else None
-        self._saw_shed_limit(shed_after)
+        self._saw_bound(bound if sheddable else None)
         if bound is None:
             return constraints
         aim = bound * self.settings.latency_headroom - waited_ms
         return replace(constraints, max_latency_ms=aim, shed_after_ms=shed_after, waited_ms=waited_ms)
 
-    def _saw_shed_limit(self, limit_ms: float | None) -> None:
-        """A request routed with this shed limit (None: it is never shed); the loosest of the
-        last ``SHED_MEMORY_S`` is what ``lateness`` holds every request to."""
+    def _saw_bound(self, limit_ms: float | None) -> None:
+        """A request routed with this latency bound that it may be shed for (None: it is
+        never shed); the loosest of the last ``SHED_MEMORY_S`` is what ``lateness`` holds
+        every request to."""
         limit = math.inf if limit_ms is None else limit_ms
         now = self.clock()
         if limit >= self._loosest_ms or now - self._loosest_at > SHED_MEMORY_S:
             self._loosest_ms, self._loosest_at = limit, now
 
     def lateness(self, waited_ms: float) -> str | None:
-        """Why a request admitted now, having waited ``waited_ms`` unread, would be shed
+        """Why a request admitted now, having waited ``waited_ms`` unread, would be late
         whatever its tier: the run time already queued on this process's variants would
-        make it later than the loosest shed limit any request was routed with in the last
-        ``SHED_MEMORY_S`` (requests with no bound, pins, strict ones: never). None when it
-        might be in time."""
+        make it later than the loosest bound a sheddable request was routed with in the
+        last ``SHED_MEMORY_S`` (while a request with no bound, a pin or a strict one came:
+        never). None when it might be in time. The front door refuses such a request
+        before reading it; routing, which knows its tier, sheds past the bound's grace."""
         limit = self._loosest_ms if self.clock() - self._loosest_at <= SHED_MEMORY_S else math.inf
         if math.isinf(limit):
             return None
@@ -252,7 +254,7 @@ class Gateway:
             return None
         return (
             f"queued work would answer any request after {waited_ms + queued:.0f} ms, past the "
-            f"{limit:g} ms the loosest recent tier allows (serving.admission.late_grace)"
+            f"{limit:g} ms bound of the loosest tier asked for in the last {SHED_MEMORY_S:g} s"
         )
 
     def _pinnable(self, profile: VariantProfile) -> bool:

@@ -103,11 +103,13 @@ ERROR_MEANINGS = {
     401: "API keys are on and the request has no valid key",
     403: "the key does not allow this tier, variant or operation",
     404: "unknown variant or model",
+    408: "the body did not arrive in full within serving.limits.body_read_timeout_s",
     409: "not for this configuration (API keys off), or the keys file did not load (current keys stay)",
     413: "the body or an image is over the limits",
     422: "an input, tier or SLO the gateway will not serve (named in error/field)",
     429: "over the key's rate, or the variant's queue could not answer by the deadline (Retry-After)",
-    503: "not ready, overloaded (refused before the body is read) or the deadline passed (Retry-After)",
+    503: "not ready, overloaded (refused before the body is read), shed (load would answer it too late "
+    "for its bound: reason 'shed') or the deadline passed (Retry-After)",
 }
 
 

@@ -33,7 +33,7 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
         return {"status": "ready", "variants": sorted(registry.loaded())}
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse,
-              responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
+              responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))  # fmt: skip
     async def predict(body: schemas.PredictRequest, request: Request):
         body = _admitted(access, request, body)
         response = await access.ready().predict(body, request.state.request_id, request.state.trace)
@@ -42,7 +42,7 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
                         headers={VARIANT_HEADER: response.variant})  # fmt: skip
 
     @app.post("/v1/route", response_model=schemas.Decision,
-              responses=errors(400, 401, 403, 404, 413, 422, 429, 503))  # fmt: skip
+              responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))  # fmt: skip
     async def route(body: schemas.RouteRequest, request: Request):
         body = _admitted(access, request, body)
         return access.ready().route(body)

@@ -124,7 +124,7 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         _known(current, access.authorize(request, _model_target(current, name, None)))
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer", responses=errors(400, 401, 403, 404, 413, 422, 429, 503))
+    @app.post("/v2/models/{name}/infer", responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))
     async def infer(name: str, request: Request):
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
         current = ready()
