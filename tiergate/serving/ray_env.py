@@ -158,12 +158,16 @@ def _handing_on(
     return sources
 
 
-def _warn_not_installed(serving: ServingConfig, sources: Mapping[str, tuple[str, str]]) -> None:
+def missing_programs(serving: ServingConfig, sources: Mapping[str, tuple[str, str]]) -> list[str]:
+    """What goes unset for want of a program (a flag with ``hands_on`` missing from ``sources``),
+    one line each, to warn about: `tiergate serve` logs them, `tiergate ray-env` prints them."""
+    lines = []
     for flag in RAY_FLAGS:
         value = flag.value(serving)
         if flag.hands_on is not None and value is not None and flag.name not in sources:
-            log.warning("%s is not set: %s is not installed (reinstall tiergate), so Ray's HAProxy keeps its "
-                        "stats and metrics ports on all interfaces", flag.name, value)  # fmt: skip
+            lines.append(f"{flag.name} is not set: {value} is not installed (reinstall tiergate), "
+                         "so Ray's HAProxy keeps its stats and metrics ports on all interfaces")  # fmt: skip
+    return lines
 
 
 def prepare_ray_environment(
@@ -175,7 +179,8 @@ def prepare_ray_environment(
     are logged, in one line, and a program flag left unset for want of the program is warned
     about; returns where each value came from (``ray_flag_sources``)."""
     sources = ray_flag_sources(serving, installed=installed)
-    _warn_not_installed(serving, sources)
+    for line in missing_programs(serving, sources):
+        log.warning("%s", line)
     for name, (value, source) in sources.items():
         if source == REQUIRED and os.environ.get(name, value) != value:
             log.warning("%s=%s in the environment is overridden: tiergate requires %s=%s",
