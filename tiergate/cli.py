@@ -180,11 +180,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _ray_env(args: argparse.Namespace) -> int:
     from tiergate.config import load_config
-    from tiergate.serving.ray_env import ray_flag_sources
+    from tiergate.serving.ray_env import missing_programs, ray_flag_sources
 
     config = load_config(args.config, _overrides(args))
-    for name, (value, source) in ray_flag_sources(config.serving).items():
+    sources = ray_flag_sources(config.serving)
+    for name, (value, source) in sources.items():
         print(f"export {name}={shlex.quote(value)}  # {source}")
+    for line in missing_programs(config.serving, sources):  # on stderr, seen under eval "$(...)"
+        print(f"tiergate ray-env: WARNING: {line}", file=sys.stderr)
     print("# Ray token authentication: every node, and every client (serve deploy, ray job), needs the")
     print("# same token in $RAY_AUTH_TOKEN or ~/.ray/auth_token; on the head: ray get-auth-token --generate")
     return 0

@@ -39,3 +39,19 @@ def test_ray_env_exports_token_auth_and_prints_no_token():
     assert "export RAY_AUTH_MODE=token  # tiergate: required" in result.stdout
     assert "RAY_AUTH_TOKEN=" not in result.stdout
     assert "ray get-auth-token --generate" in result.stdout
+
+
+def test_ray_env_runs_haproxy_through_the_wrapper_or_says_why_not():
+    """`tiergate ray-env` exports RAY_SERVE_HAPROXY_BINARY_PATH as tiergate-haproxy where that
+    console script is installed, and otherwise exports no such path and warns on stderr (what
+    an operator sees under eval) that HAProxy's side ports stay on all interfaces."""
+    from tiergate.serving.ray_env import HAPROXY_WRAPPER
+
+    result = tiergate("ray-env")
+    assert result.returncode == 0, result.stderr
+    if HAPROXY_WRAPPER.is_file():
+        assert f"export RAY_SERVE_HAPROXY_BINARY_PATH={HAPROXY_WRAPPER}  # tiergate" in result.stdout
+        assert "WARNING" not in result.stderr
+    else:
+        assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in result.stdout
+        assert str(HAPROXY_WRAPPER) in result.stderr and "all interfaces" in result.stderr

@@ -9,6 +9,9 @@ An explicit config setting always wins over an inherited variable; a flag the co
 leaves open keeps an inherited value, and that is logged once. Ray's token authentication
 (RAY_AUTH_MODE=token) is required: an inherited value that turns it off is overridden, and
 a local cluster gets a random token per start unless one is given (``prepare_ray_token``).
+In HAProxy ingress, Ray runs tiergate's wrapper as its HAProxy binary, which moves HAProxy's
+stats and metrics ports to loopback (``tiergate.serving.haproxy_bind``); a binary inherited in
+RAY_SERVE_HAPROXY_BINARY_PATH is the one the wrapper runs.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sysconfig
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tiergate.serving.config import ServingConfig
+from tiergate.serving.haproxy_bind import RAY_BINARY, REAL_BINARY
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,9 @@ class RayFlag:
     value: Callable[[ServingConfig], str | None]  # for a serving config; None: not set for it
     field: str | None = None  # the serving field the value follows from; None: tiergate's own choice
     required: bool = False  # an inherited value that says otherwise is overridden, with a warning
+    # the value is a program that runs the one an inherited value names, handed on in this
+    # variable; the flag is left unset where that program is not installed
+    hands_on: str | None = None
 
 
 def _always(value: str) -> Callable[[ServingConfig], str | None]:
@@ -43,6 +51,10 @@ def _always(value: str) -> Callable[[ServingConfig], str | None]:
 
 def _with_haproxy(value: str) -> Callable[[ServingConfig], str | None]:
     return lambda serving: value if serving.ray.ingress == "haproxy" else None
+
+
+# the console script (pyproject.toml) where pip puts this interpreter's, as on the image
+HAPROXY_WRAPPER = Path(sysconfig.get_path("scripts")) / "tiergate-haproxy"
 
 
 RAY_FLAGS: tuple[RayFlag, ...] = (
@@ -65,6 +77,10 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
     # gateway drains its in-flight requests in far less
     RayFlag("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", _with_haproxy("2")),
     RayFlag("RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S", _with_haproxy("5")),
+    # Ray's template binds HAProxy's stats and metrics ports on all interfaces, with no
+    # setting for the address: Ray runs HAProxy through tiergate's wrapper, which puts them
+    # on loopback (tiergate.serving.haproxy_bind)
+    RayFlag(RAY_BINARY, _with_haproxy(str(HAPROXY_WRAPPER)), hands_on=REAL_BINARY),
     # HAProxy logs each request to a socket that Ray parses in Python for its
     # ray_serve_num_http_requests_* series, a cost on every request (BENCHMARKS.md)
     RayFlag(
@@ -85,6 +101,10 @@ REQUIRED = "tiergate: required"
 TOKEN_VARIABLE, TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 
 
+def _is_program(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
 def ray_flags(serving: ServingConfig) -> dict[str, str]:
     """Every Ray flag tiergate sets for ``serving``, whatever the environment holds: what a
     deployment manifest sets on every Ray node (deploy/kuberay/rayservice.yaml)."""
@@ -92,13 +112,17 @@ def ray_flags(serving: ServingConfig) -> dict[str, str]:
 
 
 def ray_flag_sources(
-    serving: ServingConfig, environ: Mapping[str, str] | None = None
+    serving: ServingConfig,
+    environ: Mapping[str, str] | None = None,
+    installed: Callable[[str], bool] = _is_program,
 ) -> dict[str, tuple[str, str]]:
     """Each Ray flag's value for ``serving`` in ``environ`` (default: this process's), and
     where it comes from. A value that follows from a field the config sets explicitly wins
     over the environment (``config: serving.ray.ingress``); otherwise an inherited variable that
     says otherwise is kept (``environment``), and else the field's default
-    (``default: serving.ray.ingress``) or tiergate's own choice (``tiergate``) applies."""
+    (``default: serving.ray.ingress``) or tiergate's own choice (``tiergate``) applies. A flag
+    that names a program (``hands_on``) is set only where ``installed`` says the program is,
+    and an inherited value is handed on to it instead (``environment: RAY_...``)."""
     environ = os.environ if environ is None else environ
     sources = {}
     for flag in RAY_FLAGS:
@@ -106,7 +130,9 @@ def ray_flag_sources(
         if value is None:
             continue
         inherited = environ.get(flag.name)
-        if flag.required:
+        if flag.hands_on is not None:
+            sources.update(_handing_on(flag, value, inherited, installed))
+        elif flag.required:
             sources[flag.name] = (value, REQUIRED)
         elif flag.field is not None and serving.is_set(flag.field):
             sources[flag.name] = (value, f"config: serving.{flag.field}")
@@ -119,18 +145,49 @@ def ray_flag_sources(
     return sources
 
 
-def prepare_ray_environment(serving: ServingConfig) -> dict[str, tuple[str, str]]:
+def _handing_on(
+    flag: RayFlag, value: str, inherited: str | None, installed: Callable[[str], bool]
+) -> dict[str, tuple[str, str]]:
+    """The sources for a flag whose value is a program that runs what an inherited value
+    names (``flag.hands_on``): none where the program is not installed."""
+    if not installed(value):
+        return {}
+    sources = {flag.name: (value, "tiergate")}
+    if inherited and os.path.realpath(inherited) != os.path.realpath(value):
+        sources[flag.hands_on] = (inherited, f"{FROM_ENVIRONMENT}: {flag.name}")
+    return sources
+
+
+def missing_programs(serving: ServingConfig, sources: Mapping[str, tuple[str, str]]) -> list[str]:
+    """What goes unset for want of a program (a flag with ``hands_on`` missing from ``sources``),
+    one line each, to warn about: `tiergate serve` logs them, `tiergate ray-env` prints them."""
+    lines = []
+    for flag in RAY_FLAGS:
+        value = flag.value(serving)
+        if flag.hands_on is not None and value is not None and flag.name not in sources:
+            lines.append(f"{flag.name} is not set: {value} is not installed (reinstall tiergate), "
+                         "so Ray's HAProxy keeps its stats and metrics ports on all interfaces")  # fmt: skip
+    return lines
+
+
+def prepare_ray_environment(
+    serving: ServingConfig,
+    installed: Callable[[str], bool] = _is_program,
+) -> dict[str, tuple[str, str]]:
     """Set Ray's feature flags for ``serving`` in this process's environment, which every
     process Ray starts inherits (so: before Ray starts any). Values kept from the environment
-    are logged, in one line; returns where each value came from (``ray_flag_sources``)."""
-    sources = ray_flag_sources(serving)
+    are logged, in one line, and a program flag left unset for want of the program is warned
+    about; returns where each value came from (``ray_flag_sources``)."""
+    sources = ray_flag_sources(serving, installed=installed)
+    for line in missing_programs(serving, sources):
+        log.warning("%s", line)
     for name, (value, source) in sources.items():
         if source == REQUIRED and os.environ.get(name, value) != value:
             log.warning("%s=%s in the environment is overridden: tiergate requires %s=%s",
                         name, os.environ[name], name, value)  # fmt: skip
         os.environ[name] = value
-    inherited = [f"{name}={value} (from the environment)" for name, (value, source) in sources.items()
-                 if source == FROM_ENVIRONMENT]  # fmt: skip
+    inherited = [f"{name}={value} (from the {source})" for name, (value, source) in sources.items()
+                 if source.startswith(FROM_ENVIRONMENT)]  # fmt: skip
     if inherited:
         log.info("Ray flags the config leaves open, kept as inherited: %s", ", ".join(inherited))
     return sources

@@ -144,6 +144,10 @@ def test_every_pod_sets_exactly_the_ray_flags_tiergate_serve_sets(group):
     expected = ray_flags(described_config().serving)
     assert expected["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the config as shipped: HAProxy ingress
     assert CLUSTER["authOptions"]["mode"] == expected.pop("RAY_AUTH_MODE") == "token"
+    # tiergate's HAProxy wrapper where the image's pip puts console scripts (python:3.11-slim)
+    assert re.search(r"^FROM python:\S+-slim", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    wrapper = Path(expected["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    expected["RAY_SERVE_HAPROXY_BINARY_PATH"] = f"/usr/local/bin/{wrapper.name}"
     (container,) = group["template"]["spec"]["containers"]
     assert {e["name"]: e.get("value") for e in container["env"] if e["name"].startswith("RAY_")} == expected
 

