@@ -5,6 +5,7 @@ before its body is in. The replica's own body-read limit frees the slot."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from urllib.parse import urlsplit
@@ -49,6 +50,19 @@ def _dribbler(url: str, stop: threading.Event) -> socket.socket:
     return sock
 
 
+def _read_answer(sock: socket.socket) -> str:
+    """The whole HTTP answer on ``sock``: its head, then as many body bytes as it declares
+    (one recv may return the head alone)."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE)
+    while length and len(body) < int(length.group(1)) and (chunk := sock.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
 def _hold_the_slot(url: str, client: httpx.Client, body: dict, stop: threading.Event):
     """A dribbler that holds the only slot: the 503 another request gets, and the dribbler's
     answer. A dribbler refused itself (the slot of the request before it is freed just after
@@ -60,7 +74,7 @@ def _hold_the_slot(url: str, client: httpx.Client, body: dict, stop: threading.E
                 refused = client.post("/v1/predict", json=body)
                 if refused.status_code != 200:
                     break
-            answer = sock.recv(4096).decode("latin-1")  # blocks until the gateway answers
+            answer = _read_answer(sock)  # blocks until the gateway answers
         finally:
             sock.close()
         if not answer.startswith("HTTP/1.1 503"):
