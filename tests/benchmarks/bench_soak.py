@@ -2,14 +2,14 @@
 
 soak   The capacity of the whole gateway is measured first (wrk, closed loop, 32
        connections on the tier: the answers per second it sustains, on a gateway started
-       with shedding off so that it serves all it can). Then, on a gateway started with
-       the given config, an open-loop
-       Poisson load of --factor (5) times that is offered for --seconds (60). Reported:
-       requests sent and answered by status, the slowest answer against the deadline
-       (serving.admission.request_timeout_s), latency of served and of refused requests (from each
-       request's scheduled send time), the in-bound goodput against the capacity, the RSS of
-       every process before, at peak and after, and how long after the load stops a
-       request is served again within the tier's bound.
+       with shedding and HAProxy's queue timeout off, so that it serves all it can). Then,
+       on a gateway started with the given config, an open-loop Poisson load of --factor
+       (5) times that is offered for --seconds (60). Reported: requests sent and answered
+       by status, the slowest answer against the deadline
+       (serving.admission.request_timeout_s), latency of served and of refused requests
+       (from each request's scheduled send time), the in-bound goodput against the
+       capacity, the RSS of every process before, at peak and after, and how long after
+       the load stops a request is served again within the tier's bound.
 kill   The per_variant topology under an open-loop load of --kill-load (0.5) times the
        capacity, measured the same way; a third of the way in, the process of the
        replica serving most of the tier's traffic is killed (SIGKILL). Reported: requests
@@ -76,14 +76,16 @@ def percentiles(values: list[float]) -> str:
 
 
 NO_SHEDDING = "serving.admission.late_grace=null"
+NO_INGRESS_QUEUE = "serving.admission.ingress_max_in_flight=0"
 
 
 def serving_capacity(overrides: list[str], tier: str) -> float:
     """What the gateway can carry: ``capacity`` on a gateway that serves every request it
-    admits (shedding off). With shedding on, 32 connections in a closed loop keep queues
-    long enough that most requests are refused as late, and the answers 200/s measured
-    would be what the gateway chooses to serve, not what it can."""
-    gateway = start_gateway([*overrides, NO_SHEDDING])
+    admits (shedding off, and no queue timeout in HAProxy). With shedding on, 32
+    connections in a closed loop keep queues long enough that most requests are refused
+    as late, and the answers 200/s measured would be what the gateway chooses to serve,
+    not what it can."""
+    gateway = start_gateway([*overrides, NO_SHEDDING, NO_INGRESS_QUEUE])
     try:
         return capacity(request_body(tier))
     finally:

@@ -5,7 +5,7 @@
       ray: {ingress, ingress_metrics, topology, variant_deployments, replicas, ...}
       batching: {max_batch_size, batch_wait_timeout_s, threads_per_variant, ...}
       admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant, late_grace,
-                  reprofile_*}
+                  ingress_max_in_flight, ingress_queue_timeout_ms, reprofile_*}
       routing: {default_tier, latency_headroom, variant_timeout_s, failure_cooldown_s, max_overhead_ms, ...}
       limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, body_read_timeout_s, ...}
       auth: {enabled, keys_file, watch_interval_s}
@@ -138,6 +138,14 @@ class AdmissionConfig(BaseModel):
         description="replica's event loop this far behind: inference, route and admin get 503 unread",
     )
     max_queued_per_variant: int = Field(256, ge=1, description="waiting requests per variant; beyond, 429")
+    ingress_max_in_flight: int = Field(
+        32, ge=0, description="HAProxy ingress: requests one replica is sent at once (0: no limit)"
+    )
+    ingress_queue_timeout_ms: int = Field(
+        20,
+        ge=1,
+        description="HAProxy ingress: a request queued this long for a replica gets 503 from HAProxy",
+    )
     late_grace: float | None = Field(
         0.5,
         ge=0,

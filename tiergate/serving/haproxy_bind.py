@@ -1,9 +1,17 @@
 """``tiergate-haproxy``: the HAProxy binary Ray Serve runs in tiergate's HAProxy ingress
-(RAY_SERVE_HAPROXY_BINARY_PATH, set by ``tiergate.serving.ray_env``). Ray 2.60's template
-binds HAProxy's stats (``listen stats``) and Prometheus (``frontend prometheus``) ports on
-all interfaces, with no setting for the address; this rewrites those two bind lines in the
-config file named by ``-f`` to 127.0.0.1 and then execs the real HAProxy with the same
-arguments, in the same process (Ray signals and reloads it by that pid).
+(RAY_SERVE_HAPROXY_BINARY_PATH, set by ``tiergate.serving.ray_env``). It rewrites the config
+file named by ``-f``, then execs the real HAProxy with the same arguments, in the same
+process (Ray signals and reloads it by that pid). Two rewrites, for what Ray 2.60's template
+has no setting for:
+
+- HAProxy's stats (``listen stats``) and Prometheus (``frontend prometheus``) ports bind
+  127.0.0.1, not every interface;
+- with $TIERGATE_HAPROXY_SERVER_MAXCONN (``serving.admission.ingress_max_in_flight``), each
+  replica is sent at most that many requests at once; the rest wait in HAProxy's queue, and
+  one that waits $TIERGATE_HAPROXY_QUEUE_MS there is answered 503 by HAProxy itself (JSON,
+  Retry-After), before any Python reads it: under overload, refusing there costs a small
+  part of what the replica's own refusal does, and the wait in front of the replicas is
+  bounded.
 
     tiergate-haproxy -db -f /tmp/haproxy-serve/<node>/haproxy.cfg [-dR] [-sf PID...]
 
@@ -24,6 +32,8 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 REAL_BINARY = "TIERGATE_HAPROXY_BINARY"  # the HAProxy this runs; unset: the one Ray would run
+SERVER_MAXCONN = "TIERGATE_HAPROXY_SERVER_MAXCONN"  # requests one replica is sent at once; unset/0: any
+QUEUE_MS = "TIERGATE_HAPROXY_QUEUE_MS"  # the longest a request waits in HAProxy's queue for one
 RAY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"  # what Ray runs as HAProxy: this wrapper
 LOOPBACK = "127.0.0.1"
 # the sections whose bind line goes to loopback, as Ray's template names them
@@ -53,14 +63,66 @@ def loopback_side_ports(text: str) -> tuple[str, list[str]]:
     return "".join(lines), [section for section in SIDE_SECTIONS if section not in bound or section in odd]
 
 
+# a replica's server line in a backend (not the Serve proxy that stands by as `backup`)
+_SERVER = re.compile(r"^(?P<server>\s+server\s+\S+\s+\S+:\d+\s+check)(?P<rest>(?!.*\bbackup\b).*)$")
+_TIMEOUT_QUEUE = re.compile(r"^\s+timeout\s+queue\s")
+_ERRORFILE_503 = re.compile(r"^(?P<indent>\s+)errorfile\s+503\s+\S+$")
+OVERLOADED_BODY = (
+    b'{"error": "overloaded: every replica is busy and the request waited its turn in the '
+    b'ingress too long (serving.admission.ingress_queue_timeout_ms)", "retry_after_s": 1}'
+)
+OVERLOADED_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Cache-Control: no-cache\r\nContent-Length: %d\r\n\r\n%s" % (len(OVERLOADED_BODY), OVERLOADED_BODY)
+)
+
+
+def queue_in_front(text: str, maxconn: int, queue_ms: int, answer_path: str) -> str:
+    """``text`` (an HAProxy config) with each replica's server line taking at most ``maxconn``
+    requests at once, a `timeout queue` of ``queue_ms`` in its defaults (in place of any
+    there), and HAProxy's own 503 answered from ``answer_path`` (Ray's template maps it to a
+    plain-text 500). Rewriting a rewritten config changes nothing."""
+    out, section = [], None
+    for line in text.splitlines(keepends=True):
+        content, end = line.rstrip("\r\n"), line[len(line.rstrip("\r\n")) :]
+        if header := _SECTION.match(line):
+            section = header.group(1)
+            out.append(line)
+            if section == "defaults":
+                out.append(f"    timeout queue {queue_ms}ms{end}")
+            continue
+        if section == "defaults" and _TIMEOUT_QUEUE.match(content):
+            continue
+        if section and section.startswith("backend ") and (server := _SERVER.match(content)):
+            rest = re.sub(r"\s+maxconn\s+\d+", "", server["rest"])
+            line = f"{server['server']} maxconn {maxconn}{rest}{end}"
+        elif errorfile := _ERRORFILE_503.match(content):
+            line = f"{errorfile['indent']}errorfile 503 {answer_path}{end}"
+        out.append(line)
+    return "".join(out)
+
+
+def _queue_settings(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """(maxconn, queue ms) from the environment, or None when the queue is off."""
+    maxconn = int(environ.get(SERVER_MAXCONN) or 0)
+    return (maxconn, int(environ.get(QUEUE_MS) or 20)) if maxconn > 0 else None
+
+
 def rewrite_config(path: str) -> list[str]:
     """Put the side ports in the config file at ``path`` on loopback, under the lock Ray
-    holds while it writes the file (``<path>.lock``); returns the side sections not found."""
+    holds while it writes the file (``<path>.lock``), and with the queue settings in the
+    environment put a queue in front of the replicas; returns the side sections not found."""
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         with open(path) as config:
             text = config.read()
         rewritten, missing = loopback_side_ports(text)
+        queue = _queue_settings(os.environ)
+        if queue is not None:
+            answer_path = os.path.join(os.path.dirname(path), "tiergate-overloaded.http")
+            with open(answer_path, "wb") as answer:
+                answer.write(OVERLOADED_ANSWER)
+            rewritten = queue_in_front(rewritten, *queue, answer_path)
         if rewritten != text:
             with open(path, "w") as config:
                 config.write(rewritten)

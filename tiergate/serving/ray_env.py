@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tiergate.serving.config import ServingConfig
-from tiergate.serving.haproxy_bind import RAY_BINARY, REAL_BINARY
+from tiergate.serving.haproxy_bind import QUEUE_MS, RAY_BINARY, REAL_BINARY, SERVER_MAXCONN
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,23 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
     # setting for the address: Ray runs HAProxy through tiergate's wrapper, which puts them
     # on loopback (tiergate.serving.haproxy_bind)
     RayFlag(RAY_BINARY, _with_haproxy(str(HAPROXY_WRAPPER)), hands_on=REAL_BINARY),
+    # and which queues requests in HAProxy past this many at a replica, answering 503 there
+    # to one that waits too long: under overload a refusal in HAProxy costs a small part of
+    # one in Python, and the wait in front of the replicas is bounded (BENCHMARKS.md)
+    RayFlag(
+        SERVER_MAXCONN,
+        lambda serving: (
+            str(serving.admission.ingress_max_in_flight) if serving.ray.ingress == "haproxy" else None
+        ),
+        field="admission.ingress_max_in_flight",
+    ),
+    RayFlag(
+        QUEUE_MS,
+        lambda serving: (
+            str(serving.admission.ingress_queue_timeout_ms) if serving.ray.ingress == "haproxy" else None
+        ),
+        field="admission.ingress_queue_timeout_ms",
+    ),
     # HAProxy logs each request to a socket that Ray parses in Python for its
     # ray_serve_num_http_requests_* series, a cost on every request (BENCHMARKS.md)
     RayFlag(

@@ -14,7 +14,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from tests.unit.deploy.dashboard import PROMETHEUS, ROOT
 from tiergate.config import load_config
-from tiergate.serving.ray_env import ray_flags
+from tiergate.serving.ray_env import RAY_FLAGS, ray_flags
 
 DEPLOY = ROOT / "deploy"
 SERVE_CONFIG = DEPLOY / "serve-config.yaml"
@@ -149,7 +149,10 @@ def test_every_pod_sets_exactly_the_ray_flags_tiergate_serve_sets(group):
     wrapper = Path(expected["RAY_SERVE_HAPROXY_BINARY_PATH"])
     expected["RAY_SERVE_HAPROXY_BINARY_PATH"] = f"/usr/local/bin/{wrapper.name}"
     (container,) = group["template"]["spec"]["containers"]
-    assert {e["name"]: e.get("value") for e in container["env"] if e["name"].startswith("RAY_")} == expected
+    flags = {flag.name for flag in RAY_FLAGS}  # Ray's, and tiergate's own for its HAProxy wrapper
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    set_here = {name: value for name, value in env.items() if name.startswith("RAY_") or name in flags}
+    assert set_here == expected
 
 
 def test_serve_configs_leave_ray_flags_to_the_environment_ray_starts_in():

