@@ -134,7 +134,7 @@ def queue_in_front(text: str, maxconn: int, queue_ms: int, answer_path: str) -> 
 def _queue_settings(environ: Mapping[str, str]) -> tuple[int, int] | None:
     """(maxconn, queue ms) from the environment, or None when the queue is off."""
     maxconn = int(environ.get(SERVER_MAXCONN) or 0)
-    return (maxconn, int(environ.get(QUEUE_MS) or 20)) if maxconn > 0 else None
+    return (maxconn, int(environ.get(QUEUE_MS) or 500)) if maxconn > 0 else None
 
 
 def rewrite_config(path: str) -> list[str]:
