@@ -120,10 +120,11 @@ class Admission:
         mixed = self.clock() - self._switched_at <= self.sole_connection_s
         return self.in_flight + mixed
 
-    def enter(self, limits: Limits, connection: object = None) -> str | None:
+    def enter(self, limits: Limits, connection: object = None, waited_s: float | None = None) -> str | None:
         """Why a request is refused now; None when it is admitted (then ``leave`` once).
         ``connection`` names the connection it came over (ASGI's ``scope["client"]``);
-        None counts as a new one."""
+        None counts as a new one. ``waited_s``: how long the request has waited since the
+        ingress received it, where the ingress says (else the loop's lag stands for it)."""
         if connection is None or connection != self._connection:
             self._connection, self._switched_at = connection, self.clock()
         lag_s = self.lag.seconds()
@@ -139,7 +140,7 @@ class Admission:
             )
         # the loop's lag, not only the pending timer's: a loop this far behind reads and
         # routes every request it admits about that late
-        late = self._lateness(1000 * lag_s)
+        late = self._lateness(1000 * (lag_s if waited_s is None else max(waited_s, lag_s)))
         if late is not None:
             return late
         self.in_flight += 1

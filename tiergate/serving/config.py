@@ -142,7 +142,7 @@ class AdmissionConfig(BaseModel):
         32, ge=0, description="HAProxy ingress: requests one replica is sent at once (0: no limit)"
     )
     ingress_queue_timeout_ms: int = Field(
-        20,
+        500,
         ge=1,
         description="HAProxy ingress: a request queued this long for a replica gets 503 from HAProxy",
     )

@@ -35,6 +35,7 @@ ID_REPLACED = b"x-request-id-replaced"  # answers a request whose own id was not
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")  # what a client's X-Request-Id may be
 ADMITTED = "tiergate.admitted"  # scope key: an outer layer admitted the request already
 ARRIVED = "tiergate.arrived"  # scope key: when it most likely arrived (``arrival``)
+ARRIVED_STAMP = b"x-tiergate-arrived-us"  # HAProxy's: when it received the request (haproxy_bind)
 
 
 class Door:
@@ -103,11 +104,23 @@ def json_error(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def arrival(admission: Admission) -> float:
-    """When a request being admitted now most likely reached this process (perf_counter
-    time): now, less how late the event loop's timer is, a lower bound on how long a
-    request read now waited unread (under overload the loop runs behind all the time)."""
-    return time.perf_counter() - admission.lag.overdue_s()
+def arrival(admission: Admission, waited_s: float | None = None) -> float:
+    """When a request being admitted now most likely reached the gateway (perf_counter
+    time): now, less ``waited_s`` where the ingress stamped its arrival (``stamped_wait``),
+    else less how late the event loop's timer is, a lower bound on how long a request read
+    now waited unread (under overload the loop runs behind all the time)."""
+    return time.perf_counter() - (admission.lag.overdue_s() if waited_s is None else waited_s)
+
+
+def stamped_wait(scope, clock: Callable[[], float] = time.time) -> float | None:
+    """How long ago HAProxy received the request, from the arrival stamp tiergate-haproxy
+    has it set (``ARRIVED_STAMP``, in place of any a client sent: in the HAProxy ingress
+    only, where this door runs in the replica): its wait in HAProxy's queue and in this
+    process before now. None without a stamp; clamped to 0-60 s (clocks of two nodes)."""
+    stamp = next((value for name, value in scope["headers"] if name == ARRIVED_STAMP), None)
+    if stamp is None or not stamp.isdigit() or len(stamp) > 20:
+        return None
+    return min(max(clock() - int(stamp) / 1e6, 0.0), 60.0)
 
 
 def refusal(reason: str) -> JSONResponse:
@@ -130,15 +143,15 @@ class FrontDoor:
         limits = self.door.limits
         if limits is None or not is_admitted(scope):
             return await self.app(scope, receive, send)
-        admission = self.door.admission
-        reason = admission.enter(limits, scope.get("client"))
+        admission, waited_s = self.door.admission, stamped_wait(scope)
+        reason = admission.enter(limits, scope.get("client"), waited_s)
         if reason is not None:
             response = refusal(reason)
             response.headers["X-Request-Id"] = request_id(scope["headers"])[0]
             await response(scope, receive, send)
             self.door.on_refusal()
             return
-        scope[ADMITTED], scope[ARRIVED] = True, arrival(admission)
+        scope[ADMITTED], scope[ARRIVED] = True, arrival(admission, waited_s)
         try:
             await self.app(scope, receive, send)
         finally:

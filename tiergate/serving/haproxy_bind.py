@@ -6,6 +6,9 @@ has no setting for:
 
 - HAProxy's stats (``listen stats``) and Prometheus (``frontend prometheus``) ports bind
   127.0.0.1, not every interface;
+- every request gets a header stamping when HAProxy received it (``ARRIVED_HEADER``,
+  microseconds since the epoch), so that the replica counts the time it waited in
+  HAProxy, its queue included, toward its bound (``tiergate.serving.frontdoor``);
 - with $TIERGATE_HAPROXY_SERVER_MAXCONN (``serving.admission.ingress_max_in_flight``), each
   replica is sent at most that many requests at once; the rest wait in HAProxy's queue, and
   one that waits $TIERGATE_HAPROXY_QUEUE_MS there is answered 503 by HAProxy itself (JSON,
@@ -38,6 +41,8 @@ RAY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"  # what Ray runs as HAProxy: this w
 LOOPBACK = "127.0.0.1"
 # the sections whose bind line goes to loopback, as Ray's template names them
 SIDE_SECTIONS = {"frontend prometheus": "HAProxy's metrics", "listen stats": "HAProxy's stats"}
+# what is expected in each section the wrapper rewrites, for its warning when one is not found
+EXPECTED = {**SIDE_SECTIONS, "frontend http_frontend": "the serving frontend, where arrivals are stamped"}
 _SECTION = re.compile(r"^([^\s#].*?)\s*$")  # a section starts at a line without indentation
 _BIND_LINE = re.compile(r"^\s+bind\s")
 # `bind :PORT`, `bind *:PORT` or `bind 0.0.0.0:PORT` (all interfaces), or already on loopback
@@ -77,6 +82,30 @@ OVERLOADED_ANSWER = (
 )
 
 
+ARRIVED_HEADER = "X-Tiergate-Arrived-Us"  # set by HAProxy on every request: when it received it
+SERVING_FRONTEND = "frontend http_frontend"  # Ray's template's name for the serving frontend
+_STAMP = f"    http-request set-header {ARRIVED_HEADER} %[date(0,us)]"
+
+
+def stamp_arrivals(text: str) -> tuple[str, bool]:
+    """``text`` (an HAProxy config) with the serving frontend setting ``ARRIVED_HEADER`` on every
+    request (in place of any a client sent), right after its bind lines; and whether that
+    frontend was found. Rewriting a rewritten config changes nothing."""
+    if _STAMP in text:
+        return text, True
+    lines, section, found = text.splitlines(keepends=True), None, False
+    out = []
+    for number, line in enumerate(lines):
+        out.append(line)
+        if header := _SECTION.match(line):
+            section = header.group(1)
+        following = lines[number + 1] if number + 1 < len(lines) else ""
+        if section == SERVING_FRONTEND and _BIND_LINE.match(line) and not _BIND_LINE.match(following):
+            out.append(f"{_STAMP}\n")
+            found = True
+    return "".join(out), found
+
+
 def queue_in_front(text: str, maxconn: int, queue_ms: int, answer_path: str) -> str:
     """``text`` (an HAProxy config) with each replica's server line taking at most ``maxconn``
     requests at once, a `timeout queue` of ``queue_ms`` in its defaults (in place of any
@@ -105,7 +134,7 @@ def queue_in_front(text: str, maxconn: int, queue_ms: int, answer_path: str) -> 
 def _queue_settings(environ: Mapping[str, str]) -> tuple[int, int] | None:
     """(maxconn, queue ms) from the environment, or None when the queue is off."""
     maxconn = int(environ.get(SERVER_MAXCONN) or 0)
-    return (maxconn, int(environ.get(QUEUE_MS) or 20)) if maxconn > 0 else None
+    return (maxconn, int(environ.get(QUEUE_MS) or 500)) if maxconn > 0 else None
 
 
 def rewrite_config(path: str) -> list[str]:
@@ -117,6 +146,9 @@ def rewrite_config(path: str) -> list[str]:
         with open(path) as config:
             text = config.read()
         rewritten, missing = loopback_side_ports(text)
+        rewritten, stamped = stamp_arrivals(rewritten)
+        if not stamped:
+            missing.append(SERVING_FRONTEND)
         queue = _queue_settings(os.environ)
         if queue is not None:
             answer_path = os.path.join(os.path.dirname(path), "tiergate-overloaded.http")
@@ -153,7 +185,7 @@ def bind_side_ports(args: list[str]) -> None:
         warn(f"{path}: cannot rewrite ({error}): HAProxy's side ports are left as configured")
         return
     for section in missing:
-        warn(f"{path}: expected the bind lines under `{section}` ({SIDE_SECTIONS[section]}) as `bind :PORT` "
+        warn(f"{path}: expected the bind lines under `{section}` ({EXPECTED[section]}) as `bind :PORT` "
              "or `bind *:PORT`, found none or one of another form, left as it is (has Ray's HAProxy "
              "template changed?): that port may listen on all interfaces")  # fmt: skip
 

@@ -35,7 +35,7 @@ DEFAULTS = {
     "admission.max_queued_per_variant": 256,
     "admission.late_grace": 0.5,
     "admission.ingress_max_in_flight": 32,
-    "admission.ingress_queue_timeout_ms": 20,
+    "admission.ingress_queue_timeout_ms": 500,
     "admission.reprofile_min_interval_s": 60.0,
     "admission.reprofile_max_in_flight": 0,
     "admission.reprofile_max_loop_lag_ms": 50.0,

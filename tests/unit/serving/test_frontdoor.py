@@ -14,7 +14,8 @@ import pytest
 from tests.support.engines import FakeClock
 from tiergate.serving.admission import Admission, Limits, LoopLag
 from tiergate.serving.config import ServingConfig
-from tiergate.serving.frontdoor import ADMITTED, ARRIVED, Door, FrontDoor
+from tiergate.serving.frontdoor import ADMITTED, ARRIVED, ARRIVED_STAMP, Door, FrontDoor, stamped_wait
+from tiergate.serving.haproxy_bind import ARRIVED_HEADER
 
 
 def only(**limits) -> Limits:
@@ -218,3 +219,43 @@ def test_admission_refuses_unread_what_the_gateway_would_shed():
         return admission.enter(only(max_in_flight=8))
 
     assert asyncio.run(main()) == "late after waiting 0 ms" and admission.in_flight == 0
+
+
+def test_the_ingress_stamp_says_how_long_a_request_waited():
+    """A stamp 50 ms old reads as 0.05 s; none, or a malformed one, as None; one from the future as 0."""
+    now = 1_000_000.0
+
+    def stamped(value: bytes):
+        return stamped_wait({"headers": [(ARRIVED_STAMP, value)]}, clock=lambda: now)
+
+    assert stamped(str(int((now - 0.05) * 1e6)).encode()) == pytest.approx(0.05)
+    assert stamped_wait({"headers": []}) is None and stamped(b"12a") is None and stamped(b"-5") is None
+    assert stamped(str(int((now + 3) * 1e6)).encode()) == 0.0
+
+
+def test_a_stamped_request_is_held_to_its_wait_since_the_ingress(door):
+    """FrontDoor dates an admitted request from HAProxy's stamp (200 ms ago here) and hands that
+    wait to the lateness check."""
+    seen = []
+    door.admission.watch_lateness(lambda waited_ms: seen.append(waited_ms))
+    door.install(only(max_in_flight=1), on_refusal=lambda: None)
+
+    async def app(scope, receive, send):
+        pass
+
+    stamp = str(int((time.time() - 0.2) * 1e6)).encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": [(ARRIVED_STAMP, stamp)]}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    asyncio.run(FrontDoor(app, door)(scope, receive, send))
+    assert time.perf_counter() - scope[ARRIVED] >= 0.2 and seen[0] >= 200
+
+
+def test_the_door_reads_the_stamp_tiergate_haproxy_sets():
+    """The header the door reads is the one the HAProxy wrapper sets."""
+    assert ARRIVED_HEADER.lower().encode() == ARRIVED_STAMP

