@@ -21,7 +21,7 @@ import numpy as np
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
-from tiergate.serving.engines import DeadlineExceeded, Engine, Ewma, QueueFull, RunSlots
+from tiergate.serving.engines import DeadlineExceeded, Ewma, QueueFull, RunSlots
 from tiergate.serving.errors import (
     InvalidRequest,
     NotFound,
@@ -32,8 +32,10 @@ from tiergate.serving.errors import (
     echo,
 )
 from tiergate.serving.inputs import InputDecoder
-from tiergate.serving.predictions import predictions
-from tiergate.serving.registry import MenuRegistry, Variant
+from tiergate.serving.menu_view import MenuView
+from tiergate.serving.predictions import check_finite, predictions
+from tiergate.serving.registry import MenuRegistry
+from tiergate.serving.shedding import SHED_MEMORY_S, LoosestBound, aim, sheddable_bound
 from tiergate.serving.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -53,23 +55,8 @@ class RoutingSettings:
     max_overhead_ms: float = 2.0  # cap on the measured overhead routing adds to every prediction
 
 
-SHED_MEMORY_S = 1.0  # how long a bound a request was routed with holds the front door to it
-
-
 class _Superseded(RuntimeError):
     """The variant's engine was swapped or retired while the request was inside it."""
-
-
-@dataclass(frozen=True)
-class _View:
-    """The live menu as routing reads it, at one registry version."""
-
-    version: int
-    catalog: list[VariantProfile]  # every variant a request may name, in menu order
-    quality: dict[str, float]  # of those, by name
-    engines: dict[str, Engine]  # loaded (serving or demoted), by name
-    local: tuple[Engine, ...]  # of those, the ones in this process
-    reference_quality: float | None
 
 
 @dataclass(frozen=True)
@@ -99,63 +86,23 @@ class Gateway:
         self.run_slots, self.clock = run_slots, clock
         self._overhead_ms = Ewma(0.1, initial=0.0)  # recent time the gateway's own work takes per request
         self._avoid_until: dict[str, float] = {}  # variant -> clock time; set when it fails
-        self._snapshot = _View(-1, [], {}, {}, (), None)
-        self._loosest_ms, self._loosest_at = math.inf, -math.inf  # loosest sheddable bound routed on
+        self._snapshot = MenuView.empty()
+        self._loosest = LoosestBound(clock)  # what the front door holds every request to
 
     # -- the live menu, as routing sees it -----------------------------------------------------
-    def view(self) -> _View:
+    def view(self) -> MenuView:
         """What routing reads of the live menu, rebuilt only when the registry changed (every
         request reads it)."""
-        snapshot, registry = self._snapshot, self.registry
-        if snapshot.version != registry.version:
-            engines, catalog = registry.loaded(), [self._profile(v) for v in registry.known()]
-            snapshot = _View(
-                registry.version,
-                catalog,
-                {profile.name: profile.quality for profile in catalog},
-                engines,
-                tuple(engine for engine in engines.values() if engine.local),
-                registry.reference_quality(),
-            )
-            self._snapshot = snapshot
-        return snapshot
+        if self._snapshot.version != self.registry.version:
+            self._snapshot = MenuView.of(self.registry)
+        return self._snapshot
 
     def catalog(self) -> list[VariantProfile]:
         """A profile per measured variant not retired; ``ready`` only for those routed to."""
         return self.view().catalog
 
-    @staticmethod
-    def _profile(variant: Variant) -> VariantProfile:
-        """p95 per batch size as timed in the serving process, else the menu's profile."""
-        engine, entry = variant.engine, variant.entry
-        latency = engine.latency_p95_ms if engine is not None and variant.loaded else None
-        if not latency:
-            latency = {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
-        return VariantProfile(entry.name, entry.quality, dict(latency), ready=variant.routable)
-
     def live(self) -> dict[str, LiveStats]:
-        view = self.view()
-        engines = view.engines
-        shared = self._shared_wait_ms(view.local)
-        overhead_ms = self._overhead_ms.value
-        return {
-            name: LiveStats(
-                in_flight=engine.stats.in_flight,
-                replicas=engine.replicas,
-                overhead_ms=overhead_ms + engine.stats.hop_ms,
-                slowdown=engine.stats.slowdown,
-                shared_wait_ms=shared if engine.local else None,
-            )
-            for name, engine in engines.items()
-        }
-
-    def _shared_wait_ms(self, local: tuple[Engine, ...]) -> float | None:
-        """The wait a new run of an in-process variant has for one of the run slots they
-        share: the run time queued on all of them, spread over the slots. Even with a slot
-        free a run waits, since the cores are the event loop's too."""
-        if self.run_slots is None:
-            return None
-        return sum(engine.queued_work_ms() for engine in local) / self.run_slots.size
+        return self.view().live(self._overhead_ms.value, self.run_slots)
 
     # -- routing ---------------------------------------------------------------------------------
     def tier_of(self, request: schemas.RouteRequest) -> str | None:
@@ -219,25 +166,10 @@ class Gateway:
         )
 
     def _routing_constraints(self, constraints: Constraints, waited_ms: float) -> Constraints:
-        """What routing aims for: the part of the bound left after ``waited_ms``, scaled by
-        the headroom, and (for a non-strict request) the lateness past which it is shed."""
-        bound, grace = constraints.max_latency_ms, self.settings.late_grace
-        sheddable = None not in (bound, grace) and not constraints.strict and constraints.variant is None
-        shed_after = (1 + grace) * bound if sheddable else None
-        self._saw_bound(bound if sheddable else None)
-        if bound is None:
-            return constraints
-        aim = bound * self.settings.latency_headroom - waited_ms
-        return replace(constraints, max_latency_ms=aim, shed_after_ms=shed_after, waited_ms=waited_ms)
-
-    def _saw_bound(self, limit_ms: float | None) -> None:
-        """A request routed with this latency bound that it may be shed for (None: it is
-        never shed); the loosest of the last ``SHED_MEMORY_S`` is what ``lateness`` holds
-        every request to."""
-        limit = math.inf if limit_ms is None else limit_ms
-        now = self.clock()
-        if limit >= self._loosest_ms or now - self._loosest_at > SHED_MEMORY_S:
-            self._loosest_ms, self._loosest_at = limit, now
+        """What routing aims for (``shedding.aim``); notes the bound for ``lateness``."""
+        late_grace = self.settings.late_grace
+        self._loosest.saw(sheddable_bound(constraints, late_grace))
+        return aim(constraints, waited_ms, self.settings.latency_headroom, late_grace)
 
     def lateness(self, waited_ms: float) -> str | None:
         """Why a request admitted now, having waited ``waited_ms`` unread, would be late
@@ -246,10 +178,10 @@ class Gateway:
         last ``SHED_MEMORY_S`` (while a request with no bound, a pin or a strict one came:
         never). None when it might be in time. The front door refuses such a request
         before reading it; routing, which knows its tier, sheds past the bound's grace."""
-        limit = self._loosest_ms if self.clock() - self._loosest_at <= SHED_MEMORY_S else math.inf
+        limit = self._loosest.ms()
         if math.isinf(limit):
             return None
-        queued = self._shared_wait_ms(self.view().local)
+        queued = self.view().shared_wait_ms(self.run_slots)
         if queued is None or waited_ms + queued <= limit:
             return None
         return (
@@ -283,11 +215,6 @@ class Gateway:
         return decision
 
     # -- inference -------------------------------------------------------------------------------
-    def decode(self, request: schemas.PredictRequest) -> np.ndarray:
-        if request.image is not None:
-            return self.decoder.from_base64(request.image)
-        return self.decoder.from_nested(request.inputs)
-
     async def predict(
         self, request: schemas.PredictRequest, request_id: str, trace: Trace | None = None
     ) -> schemas.PredictResponse:
@@ -300,7 +227,7 @@ class Gateway:
             # own threads, within its time budget), so one such request cannot stall the others
             x = await self.decoder.from_base64_off_loop(request.image)
         else:
-            x = self.decode(request)
+            x = self.decoder.from_nested(request.inputs)
         outcome = await self.run(x, request, started, trace)
         return schemas.PredictResponse(
             variant=outcome.variant,
@@ -344,7 +271,7 @@ class Gateway:
         except Exception as error:
             failed = decision.variant
             decision, logits, quality = await self._retry(routed, x, deadline, failed, error, trace)
-        _check_finite(logits, request)
+        check_finite(logits, request)
         latency_ms = (time.perf_counter() - started) * 1000
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
@@ -419,13 +346,3 @@ class Gateway:
         if request.timeout_ms is None:
             return self.settings.request_timeout_s
         return min(self.settings.request_timeout_s, request.timeout_ms / 1000)
-
-
-def _check_finite(logits: np.ndarray, request: schemas.RouteRequest) -> None:
-    """Refuses (422) an answer the model cannot give: finite inputs large enough to overflow
-    its arithmetic come out as inf or NaN logits, which have no class or score."""
-    if not np.isfinite(logits).all():
-        field = "image" if getattr(request, "image", None) is not None else "inputs"
-        raise InvalidRequest(
-            f"{field}: the model's output for this input is not finite (values too large?)", field=field
-        )
