@@ -5,6 +5,7 @@ the same process; a template it does not recognise is warned about, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import subprocess
@@ -150,8 +151,9 @@ def test_the_queue_caps_each_replica_and_answers_its_own_503(config, tmp_path):
     assert len(added) == 3 and len(once.splitlines()) == len(before.splitlines()) + 1
 
 
-class _SlowReplica(http.server.BaseHTTPRequestHandler):
-    """A replica that answers GETs at once and holds every POST for a second."""
+class _Replica(http.server.BaseHTTPRequestHandler):
+    """A replica that answers GETs at once, and POSTs after its server's ``hold_s``, keeping
+    their headers in its server's ``seen``."""
 
     def do_GET(self) -> None:
         self.send_response(200)
@@ -160,40 +162,49 @@ class _SlowReplica(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        time.sleep(1.0)
+        self.server.seen.append(dict(self.headers))
+        time.sleep(self.server.hold_s)
         self.do_GET()
 
     def log_message(self, *args) -> None:
         pass
 
 
-def test_a_request_queued_past_the_timeout_gets_haproxys_json_503(config, ports, tmp_path):
-    """Real HAProxy through the wrapper, one request at a time per replica and a 50 ms queue:
-    while the replica holds a request, the next one is answered 503 by HAProxy itself, JSON
-    with Retry-After, well before the replica could have answered it."""
-    replica = http.server.ThreadingHTTPServer(("127.0.0.1", ports.serve + 1), _SlowReplica)
+@contextlib.contextmanager
+def _haproxy_in_front(config: Path, ports: Ports, hold_s: float = 0.0, **environment: str):
+    """The real HAProxy, started through the wrapper on ``config`` (with ``environment``),
+    in front of one ``_Replica``; yields that replica's server once HAProxy listens."""
+    replica = http.server.ThreadingHTTPServer(("127.0.0.1", ports.serve + 1), _Replica)
+    replica.seen, replica.hold_s = [], hold_s
     threading.Thread(target=replica.serve_forever, daemon=True).start()
-    environment = wrapper_environment(TIERGATE_HAPROXY_SERVER_MAXCONN="1", TIERGATE_HAPROXY_QUEUE_MS="50")
-    url = f"http://127.0.0.1:{ports.serve}/v1/predict"
-    with subprocess.Popen(wrapper("-db", "-f", str(config)), env=environment,
+    with subprocess.Popen(wrapper("-db", "-f", str(config)), env=wrapper_environment(**environment),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as haproxy:  # fmt: skip
         try:
             deadline = time.monotonic() + 30
             while not listening(ports.serve):
                 assert haproxy.poll() is None and time.monotonic() < deadline, "HAProxy did not start"
                 time.sleep(0.1)
-            holder = threading.Thread(
-                target=httpx.post, args=(url,), kwargs={"content": b"{}", "timeout": 10}
-            )
-            holder.start()
-            time.sleep(0.3)  # the held request has the replica's only slot
-            started = time.monotonic()
-            refused = httpx.post(url, content=b"{}", timeout=10)
-            waited_s = time.monotonic() - started
-            holder.join()
+            yield replica
         finally:
             haproxy.terminate()
             replica.shutdown()
+
+
+def test_a_request_queued_past_the_timeout_gets_haproxys_json_503(config, ports, tmp_path):
+    """Real HAProxy through the wrapper, one request at a time per replica and a 50 ms queue:
+    while the replica holds a request, the next one is answered 503 by HAProxy itself, JSON
+    with Retry-After, well before the replica could have answered it."""
+    url = f"http://127.0.0.1:{ports.serve}/v1/predict"
+    queue = {"TIERGATE_HAPROXY_SERVER_MAXCONN": "1", "TIERGATE_HAPROXY_QUEUE_MS": "50"}
+    with _haproxy_in_front(config, ports, hold_s=1.0, **queue):
+        hold = {"content": b"{}", "timeout": 10}
+        holder = threading.Thread(target=httpx.post, args=(url,), kwargs=hold)
+        holder.start()
+        time.sleep(0.3)  # the held request has the replica's only slot
+        started = time.monotonic()
+        refused = httpx.post(url, content=b"{}", timeout=10)
+        waited_s = time.monotonic() - started
+        holder.join()
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["error"].startswith("overloaded: every replica is busy")
     assert waited_s < 0.6
@@ -211,41 +222,12 @@ def test_arrivals_are_stamped_once_in_the_serving_frontend(config):
     assert lines[frontend + 1].strip().startswith("bind ") and lines[frontend + 2].strip() == rule
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """A replica that answers at once and keeps the headers of each POST in its server's ``seen``."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.seen.append(dict(self.headers))
-        self.do_GET()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_haproxy_stamps_each_request_in_place_of_a_clients(config, ports):
     """Through the real HAProxy, a request reaches the replica stamped with when HAProxy got it
     (microseconds, within a few seconds of now), not with the stamp its client forged."""
-    replica = http.server.ThreadingHTTPServer(("127.0.0.1", ports.serve + 1), _Recorder)
-    replica.seen = []
-    threading.Thread(target=replica.serve_forever, daemon=True).start()
-    with subprocess.Popen(wrapper("-db", "-f", str(config)), env=wrapper_environment(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as haproxy:  # fmt: skip
-        try:
-            deadline = time.monotonic() + 30
-            while not listening(ports.serve):
-                assert haproxy.poll() is None and time.monotonic() < deadline, "HAProxy did not start"
-                time.sleep(0.1)
-            forged = {ARRIVED_HEADER: "1"}
-            answer = httpx.post(f"http://127.0.0.1:{ports.serve}/v1/predict", content=b"{}", headers=forged)
-        finally:
-            haproxy.terminate()
-            replica.shutdown()
+    with _haproxy_in_front(config, ports) as replica:
+        forged = {ARRIVED_HEADER: "1"}
+        answer = httpx.post(f"http://127.0.0.1:{ports.serve}/v1/predict", content=b"{}", headers=forged)
     assert answer.status_code == 200
     (headers,) = replica.seen
     stamps = [value for name, value in headers.items() if name.lower() == ARRIVED_HEADER.lower()]
