@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.engines import FakeClock
+from tests.support.metrics import Statuses
 from tests.support.replicas import asgi_client, replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.admission import Limits, LoopLag
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.frontdoor import Door, FrontDoor
-from tiergate.serving.trace import Trace
 
 TIERS = {"accurate": Tier(max_latency_ms=1000.0, min_accuracy=0.5)}
 # for tests not about loop lag: a busy test machine lags
@@ -68,23 +68,10 @@ def test_route_and_admin_calls_are_refused_past_max_in_flight(tiny_menu, path):
     assert listed.status_code == 200
 
 
-class _Statuses:
-    """A metrics sink that keeps the status of each request it is told about."""
-
-    def __init__(self) -> None:
-        self.statuses: list[int] = []
-
-    def request(self, trace: Trace, status_code: int) -> None:
-        self.statuses.append(status_code)
-
-    def batch(self, variant: str, size: int) -> None:
-        pass
-
-
 def test_admitted_route_calls_are_not_counted_as_inference(tiny_menu, digits):
     """An admitted /v1/route call leaves the request metrics alone; a /v1/predict is counted
     once; both leave nothing in flight."""
-    sink = _Statuses()
+    sink = Statuses()
     replica = _replica(tiny_menu, metrics=lambda registry: sink)
 
     async def main():

@@ -10,31 +10,18 @@ import json
 
 import pytest
 
+from tests.support.metrics import Statuses
 from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.http import create_app
-from tiergate.serving.trace import Trace
 
 TIERS = {"accurate": Tier(max_latency_ms=1000.0, min_accuracy=0.5)}
 
 
-class _Statuses:
-    """A metrics sink that keeps the status of each request it is told about."""
-
-    def __init__(self) -> None:
-        self.statuses: list[int] = []
-
-    def request(self, trace: Trace, status_code: int) -> None:
-        self.statuses.append(status_code)
-
-    def batch(self, variant: str, size: int) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def sink():
-    return _Statuses()
+    return Statuses()
 
 
 @pytest.fixture(scope="module")

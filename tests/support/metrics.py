@@ -1,0 +1,18 @@
+"""A metrics sink for tests: what the replica would report, kept in a list."""
+
+from __future__ import annotations
+
+from tiergate.serving.trace import Trace
+
+
+class Statuses:
+    """A metrics sink that keeps the status of each request it is told about."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+
+    def request(self, trace: Trace, status_code: int) -> None:
+        self.statuses.append(status_code)
+
+    def batch(self, variant: str, size: int) -> None:
+        pass
