@@ -17,7 +17,8 @@ clock, no I/O, so the serving layer stays a thin shell around it.
    ``Constraints.shed_after_ms`` is refused instead (``shed``): under overload a request
    that would be answered late is turned away at once, so the ones admitted are
    answered in time (Clockwork, OSDI'20, drops requests that can no longer meet their
-   SLO rather than running them late).
+   SLO rather than running them late). Only while some variant has work in flight or
+   queued: a lone request that a pause made late relieves nothing by being refused.
 """
 
 from __future__ import annotations
@@ -173,12 +174,18 @@ def choose(
     if constraints.strict:
         return Decision(None, Reason.REJECTED, predicted[fastest.name], False, f"strict: {miss}")
     limit, late_ms = constraints.shed_after_ms, constraints.waited_ms + predicted[fastest.name]
-    if limit is not None and late_ms > limit:
+    if limit is not None and late_ms > limit and _busy(live):
         idle_ms = predict_latency_ms(fastest, at_rest(live.get(fastest.name, LiveStats())), batch_size)
         if idle_ms <= limit:  # the queue, not the variant, makes it late
             why = f"{miss}: waited and predicted {late_ms:.1f} ms, past the {limit:.1f} ms it may take"
             return Decision(None, Reason.SHED, predicted[fastest.name], False, f"overloaded: {why}")
     return Decision(fastest.name, Reason.FALLBACK, predicted[fastest.name], False, miss)
+
+
+def _busy(live: Mapping[str, LiveStats]) -> bool:
+    """Whether any variant has work in flight or queued: shedding a request relieves load
+    only then (a lone request that a pause made late is answered, not refused)."""
+    return any(s.in_flight > 0 or (s.shared_wait_ms or 0.0) > 0 for s in live.values())
 
 
 def _most_accurate_within(

@@ -59,9 +59,16 @@ def test_a_fallback_that_load_makes_late_is_shed():
 
 
 def test_time_already_waited_counts_toward_shedding():
-    """An idle menu still sheds a request that waited 23 ms of a 22.5 ms allowance before routing."""
-    decision = choose(CATALOG, Constraints(max_latency_ms=-15.5, shed_after_ms=22.5, waited_ms=23.0))
+    """With work in flight, a request that waited 23 ms of a 22.5 ms allowance before routing is shed."""
+    busy = {"fp32": LiveStats(in_flight=1)}
+    decision = choose(CATALOG, Constraints(max_latency_ms=-15.5, shed_after_ms=22.5, waited_ms=23.0), busy)
     assert (decision.variant, decision.reason) == (None, Reason.SHED)
+
+
+def test_a_late_request_at_no_load_is_answered_not_shed():
+    """With nothing in flight or queued, a request a pause made late falls back: refusing it relieves nothing."""
+    decision = choose(CATALOG, Constraints(max_latency_ms=-15.5, shed_after_ms=22.5, waited_ms=23.0))
+    assert (decision.variant, decision.reason) == ("distilled+int8", Reason.FALLBACK)
 
 
 def test_a_fallback_within_the_shed_limit_is_still_served():
