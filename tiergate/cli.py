@@ -139,9 +139,7 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tiergate.build import build_menu
     from tiergate.config import load_config
-    from tiergate.profiles import render_table
 
     overrides = _overrides(args)
     if args.host:
@@ -149,23 +147,28 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port:
         overrides["serving.http.port"] = args.port
     config = load_config(args.config, overrides)
-    menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
     from tiergate import runtime
     from tiergate.serving.ray_env import ray_flag_sources
 
     ray = config.serving.ray
-    print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress); "
-          "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
     flags = ray_flag_sources(config.serving)  # what runtime.start sets, and where each value comes from
     print("Ray feature flags:", *(f"  {name}={value}  ({source})" for name, (value, source) in flags.items()),
           sep="\n", file=sys.stderr)  # fmt: skip
+    live = None
     try:
-        url = runtime.start(config, menu=menu)
-        print(render_table(menu))
-        print(f"\ntiergate is serving {menu.model} at {url}  (API docs: {url}/docs)")
-        print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers")
-        print(f"metrics for Prometheus to scrape: {runtime.metrics_url(config.serving)} "
-              "(deploy/prometheus/prometheus.yml)\nCtrl-C stops it.")  # fmt: skip
+        if config.compress.live.enabled:
+            print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress) with what the "
+                  "cache holds (fp32 at least); the rest is built behind it...", file=sys.stderr)  # fmt: skip
+            url, live = runtime.start_live(config, _config_path(args), overrides)
+            menu = live.first
+        else:
+            from tiergate.build import build_menu
+
+            menu = build_menu(config)  # before Ray starts, with progress; the replicas are handed it
+            print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress); "
+                  "each replica times its variants before it reports ready...", file=sys.stderr)  # fmt: skip
+            url = runtime.start(config, menu=menu)
+        _say_serving(config, menu, url, live)
         for stop in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
             signal.signal(stop, signal.default_int_handler)
         while True:
@@ -174,8 +177,31 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping tiergate...", file=sys.stderr)
+        if live is not None:
+            live.stop()
         runtime.stop()
     return 0
+
+
+def _say_serving(config, menu, url: str, live) -> None:
+    from tiergate import runtime
+    from tiergate.profiles import render_table
+
+    print(render_table(menu))
+    print(f"\ntiergate is serving {menu.model} at {url}  (API docs: {url}/docs)")
+    if live is not None and live.pending():
+        print(f"building behind it: {', '.join(live.pending())}; each joins the menu when measured "
+              f"(progress: curl {url}/v1/variants)")  # fmt: skip
+    print(f"tiers: {', '.join(config.tiers)}; try: curl {url}/v1/tiers")
+    print(f"metrics for Prometheus to scrape: {runtime.metrics_url(config.serving)} "
+          "(deploy/prometheus/prometheus.yml)\nCtrl-C stops it.")  # fmt: skip
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """The config file serve follows for changes: --config, else $TIERGATE_CONFIG."""
+    from tiergate import settings
+
+    return Path(args.config) if args.config else settings.config_path()
 
 
 def _ray_env(args: argparse.Namespace) -> int:

@@ -38,6 +38,26 @@ class ConfigError(ValueError):
     """The config file is missing, unreadable or invalid; the message names the field."""
 
 
+class LiveBuildConfig(BaseModel):
+    """How ``tiergate serve`` builds the variants it does not have yet while it serves: one
+    Ray task per variant, niced and on a CPU budget that leaves a core to the replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="serve fp32 first and add the rest as built (false: build all first)"
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, description="build tasks at once; default: the cluster's CPUs less one, at least 1"
+    )
+    task_cpus: float = Field(1.0, gt=0, description="Ray CPUs each build task declares")
+    threads: int | None = Field(None, ge=1, description="torch and ORT threads per task (default: task_cpus)")
+    niceness: int = Field(10, ge=0, le=19, description="OS priority of build tasks (serving runs at 0)")
+    quick_eval_samples: int = Field(
+        2000, ge=0, description="cold fp32 first serves on this many test images' accuracy (0: all)"
+    )
+
+
 class CompressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +68,7 @@ class CompressConfig(BaseModel):
     )
     recipes: dict[str, Recipe] = Field(default_factory=default_recipes)
     variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    live: LiveBuildConfig = Field(default_factory=LiveBuildConfig)
 
     @field_validator("recipes")
     @classmethod

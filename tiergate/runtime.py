@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tiergate.config import AppConfig
 from tiergate.serving.config import ServingConfig, is_loopback
@@ -19,6 +19,7 @@ from tiergate.serving.ray_env import prepare_ray_environment, prepare_ray_token
 if TYPE_CHECKING:
     from ray.serve.deployment import Deployment
 
+    from tiergate.build.live import LiveBuild
     from tiergate.profiles.menu import Menu
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,31 @@ def start(config: AppConfig, num_cpus: int | None = None, menu: Menu | None = No
     start_cluster(config.serving, num_cpus)
     try:
         return deploy(config, menu=menu)
+    except BaseException:
+        stop()
+        raise
+
+
+def start_live(
+    config: AppConfig,
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    num_cpus: int | None = None,
+    deployments: dict[str, Deployment] | None = None,
+) -> tuple[str, LiveBuild]:
+    """Serve what the cache holds (fp32 at least, built now on a cold cache) and keep
+    building the rest in Ray tasks (``compress.live``); the URL and the running build.
+    ``config_path``/``overrides``: where the config came from, followed while serving."""
+    from tiergate.build.live import LiveBuild
+    from tiergate.serving.board import board_actor
+
+    start_cluster(config.serving, num_cpus)
+    try:
+        live = LiveBuild(config, board_actor(create=True), config_path, overrides)
+        menu = live.first_menu()
+        url = deploy(live.config, menu=menu, deployments=deployments)
+        live.start()
+        return url, live
     except BaseException:
         stop()
         raise

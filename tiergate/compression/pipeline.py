@@ -103,8 +103,11 @@ class Builder:
         cache_dir: Path,
         finetune_samples: int = 20000,
         sealer: Sealer | None = None,
+        scratch: Path | None = None,
     ) -> None:
-        self.splits, self.base = splits, base
+        """``scratch``: where builds are written before they are stored (default: the
+        system's temporary folder); a build killed half-way leaves its files only there."""
+        self.splits, self.base, self.scratch = splits, base, scratch
         self.cache = ArtifactCache(cache_dir, sealer)
         self._teacher_dir = Path(cache_dir) / "teacher"
         self._modules: dict[tuple[Recipe, ...], nn.Module] = {}
@@ -131,9 +134,17 @@ class Builder:
                 skipped[spec.name] = reason
         return built, skipped
 
+    def key(self, steps: tuple[Recipe, ...]) -> str:
+        """The cache key of the artifact ``steps`` make from this base and data."""
+        return cache_key({**self._identity, "steps": [step.model_dump() for step in steps]})
+
+    def cached(self, steps: tuple[Recipe, ...]) -> Artifact | None:
+        """The artifact for ``steps`` if the cache holds an intact one (nothing is built)."""
+        return self.cache.lookup(self.key(steps))
+
     def artifact(self, steps: tuple[Recipe, ...], name: str) -> Artifact:
         """The cached or freshly built ONNX artifact for ``steps``."""
-        key = cache_key({**self._identity, "steps": [step.model_dump() for step in steps]})
+        key = self.key(steps)
         hit = self.cache.lookup(key)
         if hit is not None:
             log.info("%s: cache hit (%s)", name, hit.path.parent.name[:12])
@@ -141,7 +152,9 @@ class Builder:
         log.info("%s: building", name)
         started = time.perf_counter()
         details: dict[str, object] = {}
-        with tempfile.TemporaryDirectory() as scratch:
+        if self.scratch is not None:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.scratch) as scratch:
             out = Path(scratch) / "model.onnx"
             if steps and is_onnx_step(steps[-1]):
                 parent = self.artifact(steps[:-1], name.rpartition("+")[0] or "fp32")

@@ -18,7 +18,18 @@ _EXPORTS = {
         ["Constraints", "Decision", "LiveStats", "Reason", "UnknownVariant", "VariantProfile", "choose"],
         ".policy",
     ),
-    **dict.fromkeys(["Candidate", "ProfileConfig", "profile_variants"], ".profiler"),
+    **dict.fromkeys(
+        [
+            "Candidate",
+            "Measurement",
+            "MeasurementStore",
+            "ProfileConfig",
+            "measure_candidate",
+            "menu_entries",
+            "profile_variants",
+        ],
+        ".profiler",
+    ),
     **dict.fromkeys(["RequestSlo", "Tier", "constraints_for", "default_tiers"], ".tiers"),
 }
 __all__ = sorted(_EXPORTS)

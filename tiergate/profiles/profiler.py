@@ -86,6 +86,18 @@ def hardware_id() -> str:
     return f"{model} x{os.cpu_count()} {platform.machine()}"
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """One candidate's figures and its predicted test labels: on the whole test split
+    (``samples`` None) or on the first ``samples`` of a fixed shuffle of it (a quick,
+    provisional estimate; its interval is as wide as that sample makes it)."""
+
+    candidate: Candidate
+    record: dict
+    labels: np.ndarray
+    samples: int | None = None
+
+
 def profile_variants(
     candidates: Sequence[Candidate],
     splits: Splits,
@@ -97,19 +109,55 @@ def profile_variants(
     """One MenuEntry per candidate, the first being the fp32 reference. ``sealer``: seals
     the cached records (with the menu key, when there is one)."""
     store = MeasurementStore(Path(cache_dir) / "profiles", sealer or Sealer())
-    measured = []
-    for candidate in progress(candidates, desc="profiling", unit="variant"):
-        key = cache_key({
-            "sha256": candidate.sha256, "data": splits.fingerprint, "config": config.model_dump(),
-            "hardware": hardware_id(), "onnxruntime": ort.__version__,
-        })[:32]  # fmt: skip
-        cached = store.load(key, candidate) if not reprofile else None
-        if cached is None:
-            log.info("%s: measuring accuracy and latency", candidate.name)
-            cached = _measure(candidate, splits, config)
-            store.save(key, candidate, *cached)
-        measured.append((candidate, *cached))
-    return mark_pareto(_entries(measured, splits, config))
+    measured = [
+        measure_candidate(candidate, splits, config, store, reprofile)
+        for candidate in progress(candidates, desc="profiling", unit="variant")
+    ]
+    return menu_entries(measured, splits, config)
+
+
+def measure_candidate(
+    candidate: Candidate,
+    splits: Splits,
+    config: ProfileConfig,
+    store: MeasurementStore,
+    reprofile: bool = False,
+    samples: int | None = None,
+    cached_only: bool = False,
+    eval_threads: int = 0,
+) -> Measurement | None:
+    """``candidate`` measured (or its sealed record read back): accuracy on the test split
+    (``samples``: on that many of it) and latency per batch size. ``cached_only``: None
+    instead of measuring when nothing is cached; ``eval_threads``: ORT threads for the
+    accuracy pass (0: every core)."""
+    samples = None if samples is None or samples >= len(splits.test) else samples
+    key = cache_key({
+        "sha256": candidate.sha256, "data": splits.fingerprint, "config": config.model_dump(),
+        "hardware": hardware_id(), "onnxruntime": ort.__version__,
+        **({"samples": samples} if samples is not None else {}),
+    })[:32]  # fmt: skip
+    cached = store.load(key, candidate) if not reprofile else None
+    if cached is None:
+        if cached_only:
+            return None
+        what = f"{samples} test images" if samples is not None else "the test split"
+        log.info("%s: measuring accuracy (%s) and latency", candidate.name, what)
+        images = _test_images(splits, samples)
+        cached = _measure(candidate, images, splits.test.x[:64], config, eval_threads)
+        store.save(key, candidate, *cached)
+    return Measurement(candidate, *cached, samples=samples)
+
+
+def test_indices(total: int, samples: int | None) -> np.ndarray:
+    """The test images, in order, a measurement of ``samples`` uses: all of them, or a
+    fixed shuffle's first ``samples`` (a smaller estimate sees a subset of a larger one's)."""
+    if samples is None:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(0).permutation(total)[:samples])
+
+
+def _test_images(splits: Splits, samples: int | None) -> np.ndarray:
+    return splits.test.x if samples is None else splits.test.x[test_indices(len(splits.test), samples)]
 
 
 RECORD_FIELDS = frozenset({"latency_ms", "params", "flops", "size_bytes"})
@@ -170,15 +218,22 @@ class MeasurementStore:
         return None
 
 
-def _measure(candidate: Candidate, splits: Splits, config: ProfileConfig) -> tuple[dict, np.ndarray]:
-    evaluator = open_session(candidate.path, threads=0)
-    labels = predict(evaluator, splits.test.x, config.eval_batch_size).argmax(1).astype(np.int64)
+def _measure(
+    candidate: Candidate,
+    images: np.ndarray,
+    timing_sample: np.ndarray,
+    config: ProfileConfig,
+    eval_threads: int = 0,
+) -> tuple[dict, np.ndarray]:
+    """Accuracy in one batched session on ``eval_threads`` (0: every core), then latency in
+    another, set up as a serving replica runs it (``config.threads``), per batch size."""
+    evaluator = open_session(candidate.path, threads=eval_threads)
+    labels = predict(evaluator, images, config.eval_batch_size).argmax(1).astype(np.int64)
     del evaluator
     session = open_session(candidate.path, threads=config.threads)
     latency = measure_latency(
-        session, splits.test.x[:64], config.batch_sizes, config.warmup_runs, config.min_runs,
-        config.budget_s,
-    )  # fmt: skip
+        session, timing_sample, config.batch_sizes, config.warmup_runs, config.min_runs, config.budget_s
+    )
     params, flops = count_params_and_flops(candidate.path)
     record = {
         "latency_ms": {str(b): vars(p) for b, p in latency.items()},
@@ -187,25 +242,30 @@ def _measure(candidate: Candidate, splits: Splits, config: ProfileConfig) -> tup
     return record, labels
 
 
-def _entries(measured: list, splits: Splits, config: ProfileConfig) -> list[MenuEntry]:
-    reference_labels = measured[0][2]
-    reference_p50 = measured[0][1]["latency_ms"]["1"]["p50"]
+def menu_entries(measured: Sequence[Measurement], splits: Splits, config: ProfileConfig) -> list[MenuEntry]:
+    """The menu's entries, Pareto-marked: ``measured[0]`` is the reference every speed-up
+    and fidelity counts from (fidelity on the test images both were measured on)."""
+    reference = measured[0]
+    reference_p50 = reference.record["latency_ms"]["1"]["p50"]
     largest = str(max(config.batch_sizes))
+    total = len(splits.test)
     entries = []
-    for candidate, record, labels in measured:
+    for m in measured:
+        indices = test_indices(total, m.samples)
         accuracy, interval = None, None
         if splits.test.y is not None:
-            correct = int((labels == splits.test.y).sum())
-            accuracy, interval = correct / len(labels), wilson_interval(correct, len(labels))
-        latency = {b: LatencyStats(**stats) for b, stats in record["latency_ms"].items()}
+            correct = int((m.labels == splits.test.y[indices]).sum())
+            accuracy, interval = correct / len(m.labels), wilson_interval(correct, len(m.labels))
+        _, mine, theirs = np.intersect1d(indices, test_indices(total, reference.samples), return_indices=True)
+        latency = {b: LatencyStats(**stats) for b, stats in m.record["latency_ms"].items()}
+        c = m.candidate
         entries.append(MenuEntry(
-            name=candidate.name, recipe=list(candidate.recipe), path=str(candidate.path),
-            sha256=candidate.sha256, accuracy=accuracy, accuracy_ci95=interval,
-            fidelity=float((labels == reference_labels).mean()), test_samples=len(labels),
-            latency_ms=latency, threads=config.threads,
+            name=c.name, recipe=list(c.recipe), path=str(c.path), sha256=c.sha256, accuracy=accuracy,
+            accuracy_ci95=interval, fidelity=float((m.labels[mine] == reference.labels[theirs]).mean()),
+            test_samples=len(m.labels), latency_ms=latency, threads=config.threads,
             throughput_per_s=int(largest) * 1000 / latency[largest].p50,
             speedup=reference_p50 / latency["1"].p50 if "1" in latency else float("nan"),
-            size_bytes=record["size_bytes"], params=record["params"], flops=record["flops"],
-            build_s=candidate.build_s, cache_hit=candidate.cache_hit, details=candidate.details,
+            size_bytes=m.record["size_bytes"], params=m.record["params"], flops=m.record["flops"],
+            build_s=c.build_s, cache_hit=c.cache_hit, details=c.details,
         ))  # fmt: skip
-    return entries
+    return mark_pareto(entries)

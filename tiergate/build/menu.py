@@ -15,16 +15,17 @@ from tiergate.compression import (
     Builder,
     ModelError,
     Splits,
+    VariantSpec,
     load_base,
     load_splits,
     parse_variants,
     train_base,
 )
-from tiergate.compression.cache import cache_key
+from tiergate.compression.cache import Artifact, cache_key
 from tiergate.compression.integrity import Sealer
 from tiergate.compression.source import read_weights
 from tiergate.config import AppConfig
-from tiergate.profiles import Candidate, Menu, plot_pareto, profile_variants
+from tiergate.profiles import Candidate, Menu, MenuEntry, plot_pareto, profile_variants
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,24 @@ def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
     measured again) and the menu written is signed with it."""
     key = settings.menu_key()
     sealer = Sealer(key)
+    config, splits = load_inputs(config)
+    base = load_base(config.model, splits)
+    builder = Builder(config.model, splits, base, config.compress.cache_dir,
+                      config.compress.finetune_samples, sealer)  # fmt: skip
+    built, skipped = builder.build_all(parse_variants(config.compress.variants, config.compress.recipes))
+    candidates = [candidate_of(v.spec, v.artifact) for v in built]
+    entries = profile_variants(
+        candidates, splits, config.profile, config.compress.cache_dir, reprofile, sealer
+    )
+    menu = assemble_menu(config, splits, entries, skipped, key)
+    files = menu_files(config)
+    menu.write(files.manifest)
+    plot_pareto(menu, files.chart)
+    return menu
+
+
+def load_inputs(config: AppConfig) -> tuple[AppConfig, Splits]:
+    """The data's splits, and the config with base weights (trained first when allowed)."""
     log.info("loading data (%s)", config.data.source)
     splits = load_splits(config.data)
     log.info(
@@ -53,31 +72,27 @@ def build_menu(config: AppConfig, reprofile: bool = False) -> Menu:
         len(splits.train), len(splits.calibration), len(splits.validation), len(splits.test),
         splits.input_shape,
     )  # fmt: skip
-    config = ensure_base_weights(config, splits)
-    base = load_base(config.model, splits)
-    builder = Builder(config.model, splits, base, config.compress.cache_dir,
-                      config.compress.finetune_samples, sealer)  # fmt: skip
-    built, skipped = builder.build_all(parse_variants(config.compress.variants, config.compress.recipes))
-    candidates = [
-        Candidate(
-            name=v.spec.name, recipe=v.spec.recipe, path=v.artifact.path, sha256=v.artifact.sha256,
-            build_s=float(v.artifact.meta["build_s"]), cache_hit=v.artifact.cache_hit,
-            details=dict(v.artifact.meta.get("details", {})),
-        )
-        for v in built
-    ]  # fmt: skip
-    entries = profile_variants(
-        candidates, splits, config.profile, config.compress.cache_dir, reprofile, sealer
-    )
-    menu = Menu(
+    return ensure_base_weights(config, splits), splits
+
+
+def candidate_of(spec: VariantSpec, artifact: Artifact) -> Candidate:
+    """A built variant as the profiler takes it."""
+    return Candidate(
+        name=spec.name, recipe=spec.recipe, path=artifact.path, sha256=artifact.sha256,
+        build_s=float(artifact.meta["build_s"]), cache_hit=artifact.cache_hit,
+        details=dict(artifact.meta.get("details", {})),
+    )  # fmt: skip
+
+
+def assemble_menu(
+    config: AppConfig, splits: Splits, entries: list[MenuEntry], skipped: dict[str, str], key: bytes | None
+) -> Menu:
+    """The menu of ``entries`` (the reference first), signed with ``key`` when there is one."""
+    return Menu(
         model=config.model.name, dataset=config.data.source, labelled=splits.labelled,
         quality_metric="accuracy" if splits.labelled else "fidelity", variants=entries,
         skipped=skipped, classes=list(splits.classes), input_shape=splits.input_shape,
     ).signed(key)  # fmt: skip
-    files = menu_files(config)
-    menu.write(files.manifest)
-    plot_pareto(menu, files.chart)
-    return menu
 
 
 def ensure_base_weights(config: AppConfig, splits: Splits) -> AppConfig:

@@ -1,0 +1,358 @@
+"""Serve first, keep building: the build coordinator behind ``tiergate serve``.
+
+    live = LiveBuild(config, board, config_path=path)
+    menu = live.first_menu()      # every cached variant, and fp32 at least (built now if need be)
+    runtime.deploy(config, menu=menu)
+    live.start()                  # the rest, one Ray task each; the manifest grows as they land
+
+Every variant the cache holds, measured, is on the first menu. What it does not hold is
+built by Ray tasks, cheapest first (``tiergate.build.plan``). On a cold cache fp32 is
+exported and its accuracy estimated on ``compress.live.quick_eval_samples`` test images,
+so the gateway serves within a minute; its full measurement is the first task after.
+Each task that lands rewrites the menu manifest, and every serving replica follows the
+manifest (``tiergate.serving.upkeep.watch_menu``). A task that fails or is killed skips
+its variant, with the reason on the board and in the manifest's ``skipped``.
+
+The coordinator also follows the config file (a recipe changed, a variant added or
+removed) and the board's ``rebuild`` commands (``POST /v1/admin/rebuild``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tiergate import settings
+from tiergate.build.menu import assemble_menu, candidate_of, load_inputs, menu_files
+from tiergate.build.plan import build_order
+from tiergate.build.tasks import Job, run_job
+from tiergate.compression import Builder, CompressionError, parse_variants
+from tiergate.compression.integrity import Sealer
+from tiergate.compression.progress import progress
+from tiergate.config import AppConfig, load_config
+from tiergate.profiles import Measurement, MeasurementStore, Menu, measure_candidate, menu_entries
+from tiergate.serving.board import BuildProgress, BuildState
+from tiergate.serving.filewatch import FileWatch
+
+log = logging.getLogger(__name__)
+
+COORDINATOR = "coordinator"  # the board role and member name the coordinator polls as
+
+
+class LiveBuild:
+    def __init__(
+        self,
+        config: AppConfig,
+        board: Any | None,
+        config_path: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``board``: the board actor (None: no progress, no commands); ``config_path`` and
+        ``overrides``: where the config came from, followed while serving."""
+        self.board, self.poll_s, self.clock = board, poll_s, clock
+        self.config_path, self.overrides = config_path, overrides or {}
+        self.key = settings.menu_key()
+        self.config = absolute_paths(config)
+        self.measured: dict[str, Measurement] = {}
+        self.skipped: dict[str, str] = {}
+        self.queue: list[Job] = []
+        self.running: dict[Any, Job] = {}  # task ref -> its job
+        self._started: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = -1  # the last board command seen
+        self._watch = FileWatch(config_path) if config_path is not None else None
+        self._began = clock()
+        self._complete = False
+        self._bar: Any = None
+        self.first: Menu | None = None  # the menu serving started with
+
+    # -- the first menu ---------------------------------------------------------------------
+    def first_menu(self) -> Menu:
+        """The menu to start serving: every variant whose artifact and measurement are
+        cached, and fp32 at least (exported and estimated now, on a cold cache)."""
+        self.config, self.splits = load_inputs(self.config)
+        sealer = Sealer(self.key)
+        self.builder = Builder(self.config.model, self.splits, None, self.config.compress.cache_dir,
+                               self.config.compress.finetune_samples, sealer)  # fmt: skip
+        self.store = MeasurementStore(Path(self.config.compress.cache_dir) / "profiles", sealer)
+        for spec in self._plan():
+            if not self._from_cache(spec):
+                self._enqueue(spec.name)
+        if "fp32" not in self.measured:
+            self._first_fp32()
+        menu = self.first = self._write()
+        log.info("serving %s first; %d variants to build", ", ".join(self.measured), len(self.queue))
+        return menu
+
+    def _plan(self) -> list:
+        compress = self.config.compress
+        return build_order(parse_variants(compress.variants, compress.recipes), compress.finetune_samples)
+
+    def _from_cache(self, spec, samples: int | None = None) -> bool:
+        artifact = self.builder.cached(spec.steps)
+        if artifact is None:
+            return False
+        measured = measure_candidate(candidate_of(spec, artifact), self.splits, self.config.profile,
+                                     self.store, samples=samples, cached_only=True)  # fmt: skip
+        if measured is None:
+            return False
+        self.measured[spec.name] = measured
+        self._report(BuildProgress(spec.name, BuildState.DONE, "cached", 100.0))
+        return True
+
+    def _first_fp32(self) -> None:
+        """fp32 before anything serves: a quick estimate first (cached, or one task now),
+        the full measurement queued first."""
+        samples = self.config.compress.live.quick_eval_samples or None
+        fp32 = next(spec for spec in self._plan() if spec.name == "fp32")
+        if samples is None or not self._from_cache(fp32, samples):
+            import ray
+
+            job = self.queue.pop(0)
+            quick = Job(job.config, "fp32", job.scratch, samples=samples)
+            log.info("fp32: exporting and measuring (%s test images) before serving",
+                     samples or "all")  # fmt: skip
+            try:
+                self.measured["fp32"] = ray.get(self._submit(quick))
+            except Exception as error:
+                raise CompressionError(
+                    f"fp32: cannot build or measure the base model: {_reason(error)}"
+                ) from None
+            finally:
+                self.running.clear()
+            if samples is not None:
+                self.queue.insert(0, job)  # the full measurement, first of all
+        if self.queue and self.queue[0].variant == "fp32":
+            self._report(BuildProgress("fp32", BuildState.QUEUED, "full measurement queued", 50.0))
+
+    # -- the rest, in the background ---------------------------------------------------------
+    def start(self) -> None:
+        """Build the rest in a background thread, with a progress bar of the menu."""
+        self._bar = progress(
+            total=len(self._wanted()), initial=len(self.measured), desc="menu", unit="variant"
+        )
+        self._thread = threading.Thread(target=self._run, name="tiergate-live-build", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def pending(self) -> list[str]:
+        """Variants queued or building now."""
+        return [job.variant for job in [*self.running.values(), *self.queue]]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._turn()
+            except Exception:  # the coordinator outlives any one turn's trouble
+                log.exception("live build: a turn failed; going on")
+                self._stop.wait(self.poll_s)
+
+    def _turn(self) -> None:
+        import ray
+
+        while self.queue and len(self.running) < self._parallel():
+            self._submit(self.queue.pop(0))
+        if self.running:
+            done, _ = ray.wait(list(self.running), num_returns=1, timeout=self.poll_s)
+            for ref in done:
+                self._land(ref)
+        else:
+            self._stop.wait(self.poll_s)
+        self._follow_commands()
+        self._follow_config()
+        self._show()
+        if not self.running and not self.queue and not self._complete:
+            self._complete = True
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            log.info("menu complete in %.0f s: %d serving, %d skipped%s", self.clock() - self._began,
+                     len(self.measured), len(self.skipped),
+                     f" ({', '.join(self.skipped)})" if self.skipped else "")  # fmt: skip
+
+    def _show(self) -> None:
+        """The menu's progress bar: variants on the menu, and what is building now."""
+        if self._complete:
+            return
+        if self._bar is None:
+            self._bar = progress(desc="menu", unit="variant")
+        self._bar.total = len(self._wanted())
+        self._bar.n = len([name for name in self.measured if name in self._wanted()])
+        building = ", ".join(job.variant for job in self.running.values())
+        self._bar.set_postfix_str(f"building {building}" if building else "", refresh=False)
+        self._bar.refresh()
+
+    def _parallel(self) -> int:
+        live = self.config.compress.live
+        if live.max_parallel is not None:
+            return live.max_parallel
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        return max(1, int((cpus - 1) // live.task_cpus))  # one CPU stays with the serving replicas
+
+    def _submit(self, job: Job) -> Any:
+        import ray
+
+        task = ray.remote(max_calls=1, max_retries=0)(run_job)
+        ref = task.options(num_cpus=self.config.compress.live.task_cpus, name=f"build-{job.variant}").remote(
+            job, self.board
+        )
+        self.running[ref] = job
+        self._started[job.variant] = self.clock()
+        self._report(BuildProgress(job.variant, BuildState.BUILDING, "starting", 0.0))
+        return ref
+
+    def _land(self, ref: Any) -> None:
+        """A task ended: its variant joins the menu, or is skipped with the reason."""
+        import ray
+
+        job = self.running.pop(ref)
+        took = self.clock() - self._started.pop(job.variant, self.clock())
+        try:
+            measured: Measurement = ray.get(ref)
+        except Exception as error:  # a build error, a killed worker, a cancelled task
+            self._failed(job, _reason(error), took)
+            return
+        if job.variant not in self._wanted():
+            return  # removed from the config while it was building
+        self.measured[job.variant] = measured
+        self.skipped.pop(job.variant, None)
+        self._write()
+        self._report(BuildProgress(job.variant, BuildState.DONE, "serving", 100.0))
+        log.info("%s: built and measured in %.0f s; on the menu (%d of %d variants, %d to go)",
+                 job.variant, took, len(self.measured), len(self._wanted()), len(self.pending()))  # fmt: skip
+
+    def _failed(self, job: Job, reason: str, took: float) -> None:
+        shutil.rmtree(job.scratch, ignore_errors=True)  # whatever a killed build left
+        if job.variant in self.measured:  # a rebuild failed: the variant keeps its artifact
+            log.error("%s: rebuild failed after %.0f s, the current one keeps serving: %s",
+                      job.variant, took, reason)  # fmt: skip
+            self._report(BuildProgress(job.variant, BuildState.DONE, "rebuild failed", 100.0, reason=reason))
+            return
+        self.skipped[job.variant] = reason
+        self._write()
+        self._report(BuildProgress(job.variant, BuildState.FAILED, "failed", reason=reason))
+        log.error("variant %s skipped after %.0f s: %s", job.variant, took, reason)
+
+    # -- following changes -------------------------------------------------------------------
+    def _follow_commands(self) -> None:
+        if self.board is None:
+            return
+        import ray
+
+        polled = ray.get(self.board.poll.remote(COORDINATOR, self._seq, COORDINATOR))
+        for command in polled.get("commands", []):
+            self._seq = max(self._seq, command["seq"])
+            if command["kind"] == "rebuild":
+                self.rebuild(command["args"].get("variant"), bool(command["args"].get("force")))
+        self._seq = max(self._seq, polled.get("seq", self._seq))
+
+    def _follow_config(self) -> None:
+        if self._watch is None or not self._watch.changed():
+            return
+        log.info("%s changed: applying its variants and recipes", self.config_path)
+        self.rebuild(None, force=False)
+
+    def rebuild(self, variant: str | None, force: bool) -> None:
+        """``variant`` built again (``force``: even though cached); None: the config file
+        read again, its new or changed variants built and its removed ones retired."""
+        if variant is not None:
+            if variant in self._wanted() and variant not in self.pending():
+                self._enqueue(variant, force=force)
+            return
+        try:
+            config = absolute_paths(load_config(self.config_path, self.overrides))
+        except Exception as error:  # a half-saved or invalid file: keep serving what we have
+            log.error("config not applied, the current menu keeps serving: %s", error)
+            return
+        self._apply(config)
+
+    def _apply(self, config: AppConfig) -> None:
+        same_model = config.model.model_dump(exclude={"weights"}) == self.config.model.model_dump(
+            exclude={"weights"}
+        )
+        if not same_model or config.data != self.config.data:
+            log.error("model or data changed in the config: restart tiergate serve to apply them")
+        self.config = self.config.model_copy(update={"compress": config.compress, "profile": config.profile})
+        wanted = self._wanted()
+        removed = [name for name in self.measured if name not in wanted]
+        for name in removed:
+            del self.measured[name]
+            self._forget(name)
+        self.queue = [job for job in self.queue if job.variant in wanted]
+        for spec in self._plan():
+            if spec.name not in self.pending() and not self._current(spec):
+                self._enqueue(spec.name)
+        if removed:
+            self._write()
+            log.info("retired from the menu: %s", ", ".join(removed))
+        self._complete = False
+
+    def _current(self, spec) -> bool:
+        """Whether the menu's ``spec.name`` is what the config now asks for."""
+        measured = self.measured.get(spec.name)
+        artifact = self.builder.cached(spec.steps)
+        return measured is not None and artifact is not None and artifact.sha256 == measured.candidate.sha256
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _wanted(self) -> list[str]:
+        return list(self.config.compress.variants)
+
+    def _enqueue(self, variant: str, force: bool = False) -> None:
+        scratch = (
+            Path(self.config.compress.cache_dir) / "artifacts" / f".build-{variant}-{uuid.uuid4().hex[:8]}"
+        )
+        self.queue.append(Job(self.config, variant, scratch, force=force))
+        self._report(BuildProgress(variant, BuildState.QUEUED, "queued", 0.0))
+
+    def _write(self) -> Menu:
+        order = [name for name in self._wanted() if name in self.measured]
+        order.sort(key=lambda name: name != "fp32")
+        entries = menu_entries([self.measured[name] for name in order], self.splits, self.config.profile)
+        menu = assemble_menu(self.config, self.splits, entries, dict(self.skipped), self.key)
+        menu.write(menu_files(self.config).manifest)
+        return menu
+
+    def _report(self, progress: BuildProgress) -> None:
+        if self.board is not None:
+            self.board.report.remote(progress.to_json())
+
+    def _forget(self, variant: str) -> None:
+        if self.board is not None:
+            self.board.forget.remote(variant)
+
+
+def absolute_paths(config: AppConfig) -> AppConfig:
+    """``config`` with its cache, weights and data paths absolute: build tasks may run in
+    another working folder, or on another node (where the cache must be shared)."""
+    compress = config.compress.model_copy(update={"cache_dir": Path(config.compress.cache_dir).resolve()})
+    model = config.model.model_copy(
+        update={k: Path(v).resolve() for k in ("path", "weights") if (v := getattr(config.model, k, None))}
+    )
+    data = config.data.model_copy(
+        update={"path": Path(config.data.path).resolve()} if config.data.path else {}
+    )
+    return config.model_copy(update={"compress": compress, "model": model, "data": data})
+
+
+def _reason(error: BaseException) -> str:
+    """One line for the log, the board and the manifest's ``skipped``."""
+    cause = getattr(error, "cause", None)
+    if cause is not None:  # a RayTaskError wraps what the build raised
+        error = cause
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
