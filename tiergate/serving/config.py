@@ -51,6 +51,12 @@ class HttpConfig(BaseModel):
         False,
         description="serve a non-loopback host with API keys off (protected mode's opt-out; logged loudly)",
     )
+    # any: Kubernetes' default, traffic flows while the other variants build; all: no variant queued,
+    # building or measuring and every manifest variant loaded (one rebuilt while loaded counts as built)
+    ready_when: Literal["any", "all"] = Field(
+        "any",
+        description="/readyz 200 once fp32 serves (any), or once every variant is built and loaded (all)",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -90,6 +96,14 @@ class RayConfig(BaseModel):
     )
     shutdown_timeout_s: float = Field(
         20.0, gt=0, description="at shutdown or redeploy, in-flight requests get this long to finish"
+    )
+    board_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="each replica polls the build board (progress, admin broadcasts) this often; 0: never",
+    )
+    broadcast_timeout_s: float = Field(
+        30.0, gt=0, description="an admin command sent to every replica waits this long for their answers"
     )
 
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +27,24 @@ import numpy as np
 from ray import serve
 
 from tiergate import settings
+from tiergate.serving.boardlink import BoardLink
 from tiergate.serving.engines import VariantEngine
 from tiergate.serving.filewatch import FileWatch
 from tiergate.serving.frontdoor import PROCESS_DOOR
 from tiergate.serving.http import create_app
+from tiergate.serving.http.admin import run_command
 from tiergate.serving.loading import engine_settings, remote_engines, retime, time_remote_variants
 from tiergate.serving.logs import route_into_serve_log
 from tiergate.serving.metrics import Metrics
 from tiergate.serving.replica import Replica, ReplicaSpec, menu_source
 from tiergate.serving.trace import Trace
-from tiergate.serving.upkeep import freeze_startup_objects, report_metrics, watch_keys, watch_menu
+from tiergate.serving.upkeep import (
+    follow_board,
+    freeze_startup_objects,
+    report_metrics,
+    watch_keys,
+    watch_menu,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +72,12 @@ class IngressReplica:
             def remote(registry):
                 return remote_engines(timed, spec.serving, registry.changed)
 
+        board = None
+        if spec.serving.ray.board_interval_s > 0:
+            board = BoardLink(member_id(), answer_timeout_s=spec.serving.ray.broadcast_timeout_s)
         self.replica = Replica.build(
             spec, admission=PROCESS_DOOR.admission, remote=remote,
-            metrics=lambda registry: Metrics(spec.tiers, registry),
+            metrics=lambda registry: Metrics(spec.tiers, registry), board=board,
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(report_metrics(self.replica.metrics))]
@@ -73,6 +87,10 @@ class IngressReplica:
             )
         if menu_watch is not None:
             self._tasks.append(loop.create_task(watch_menu(self.replica.reconcile, menu_watch, interval_s)))
+        if board is not None:
+            run = partial(run_command, self.replica)
+            every_s = spec.serving.ray.board_interval_s
+            self._tasks.append(loop.create_task(follow_board(self.replica, board, run, every_s)))
         PROCESS_DOOR.install(self.replica.limits, on_refusal=lambda: self.replica.record(Trace(), 503))
         log.info("tiergate replica ready with %d variants", len(self.replica.registry.loaded()))
 
@@ -82,6 +100,14 @@ class IngressReplica:
         app = create_app(self.replica)
         freeze_startup_objects()
         return app
+
+
+def member_id() -> str:
+    """This replica's name on the build board: Serve's replica id (unique in the cluster)."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a Serve replica
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class VariantReplica:

@@ -21,6 +21,7 @@ import numpy as np
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
+from tiergate.serving.building import explained, refuse_unready_pin
 from tiergate.serving.engines import DeadlineExceeded, Ewma, QueueFull, RunSlots
 from tiergate.serving.errors import (
     InvalidRequest,
@@ -116,6 +117,7 @@ class Gateway:
     def constraints(self, request: schemas.RouteRequest) -> tuple[str | None, Constraints]:
         known = self.view().quality
         if request.variant is not None and request.variant not in known:
+            refuse_unready_pin(self.registry, request.variant)  # announced, not serving yet: 503
             raise NotFound(
                 f"variant: unknown variant {echo(request.variant)}", field="variant", known=sorted(known)
             )
@@ -158,7 +160,7 @@ class Gateway:
             variant=decision.variant,
             tier=tier_name,
             reason=decision.reason.value,
-            explanation=decision.explanation,
+            explanation=explained(self.registry, decision, request.variant),
             predicted_latency_ms=decision.predicted_latency_ms,
             max_latency_ms=constraints.max_latency_ms,
             min_accuracy=constraints.min_accuracy,

@@ -19,7 +19,9 @@ Series (as Prometheus sees them):
   ray_tiergate_routing_decisions_total{tier,variant,reason} best, degraded, pinned, fallback, rejected
   ray_tiergate_variant_{accuracy,fidelity,p95_latency_ms,size_bytes,in_flight,
                         build_seconds,cache_hit,profile_seconds}{variant}
-  ray_tiergate_variant_state{variant,state}                 1 for the live menu's state of each variant
+  ray_tiergate_variant_state{variant,state}                 1 for each variant's state in the live menu,
+                                                            0 for its other states (failed 1: not built)
+  ray_tiergate_variant_build_percent{variant}               its build's progress, as the board reports it
   ray_tiergate_batch_size_bucket{variant,le}                images per ORT run
   ray_tiergate_tier_{slo_target,max_latency_ms}{tier}
 """
@@ -30,7 +32,8 @@ from collections import defaultdict, deque
 from collections.abc import Mapping
 
 from tiergate.profiles.tiers import Tier
-from tiergate.serving.registry import MenuRegistry
+from tiergate.serving.board import BuildState
+from tiergate.serving.registry import MenuRegistry, VariantState
 from tiergate.serving.trace import Trace
 
 NONE = "none"  # label value when a request named no tier, or was refused before routing
@@ -118,8 +121,13 @@ class Metrics:
         }
         self.state = Gauge(
             "tiergate_variant_state",
-            "1 for the variant's state in the live menu",
+            "1 for the variant's state in the live menu, 0 for its other states",
             tag_keys=("variant", "state"),
+        )
+        self.build_percent = Gauge(
+            "tiergate_variant_build_percent",
+            "Progress of the variant's build (0..100)",
+            tag_keys=("variant",),
         )
         self.tier_target = Gauge("tiergate_tier_slo_target", "SLO target of the tier", tag_keys=("tier",))
         self.tier_bound = Gauge(
@@ -167,9 +175,9 @@ class Metrics:
         if registry is None or registry.version == self._described:
             return
         self._described, static = registry.version, []
+        for name, state, value in variant_states(registry):
+            static.append((self.state, value, {"variant": name, "state": state}))
         for variant in registry:
-            # the current state only: Ray exports a gauge for the intervals it was set in
-            static.append((self.state, 1.0, {"variant": variant.name, "state": variant.state.value}))
             entry, engine = variant.entry, variant.engine
             if entry is None or engine is None:
                 continue
@@ -194,4 +202,26 @@ class Metrics:
             return
         for name, engine in self.registry.loaded().items():
             self.variant["in_flight"].set(engine.stats.in_flight, tags={"variant": name})
+        for name, percent in build_percents(self.registry).items():
+            self.build_percent.set(percent, tags={"variant": name})
         self.describe()
+
+
+def variant_states(registry: MenuRegistry) -> list[tuple[str, str, float]]:
+    """(variant, state, 1.0 or 0.0) for every variant and every state: 1 for its current
+    state (a variant whose build failed: failed), so a state left shows 0, not a stale 1."""
+    return [
+        (variant.name, state.value, 1.0 if variant.state is state else 0.0)
+        for variant in registry
+        for state in VariantState
+    ]
+
+
+def build_percents(registry: MenuRegistry) -> dict[str, float]:
+    """Each reported build's progress: its percent, 100 once done, none when unknown."""
+    percents = {}
+    for name, progress in registry.progress.items():
+        percent = 100.0 if progress.state is BuildState.DONE else progress.percent
+        if percent is not None:
+            percents[name] = percent
+    return percents

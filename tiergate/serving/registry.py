@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from tiergate.profiles.menu import Menu, MenuEntry
 
 if TYPE_CHECKING:
+    from tiergate.serving.board import BuildProgress
     from tiergate.serving.engines import Engine
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class MenuRegistry:
         self.info, self.reference, self.clock = info, reference, clock
         self.version = 0
         self._variants: dict[str, Variant] = {}  # in the order they were first announced
+        self.progress: dict[str, BuildProgress] = {}  # each variant's build, as the board last said
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, name: str) -> Variant | None:
@@ -199,6 +201,11 @@ class MenuRegistry:
         self._set(Variant(name, VariantState.RETIRED, current.entry, None, reason))
         log.info("variant %s retired: %s", name, reason)
         return current.engine
+
+    def track(self, progress: Mapping[str, BuildProgress]) -> None:
+        """The builds' progress as the board last reported it: shown (catalog, metrics),
+        never routed on, so the version does not move."""
+        self.progress = dict(progress)
 
     def changed(self) -> None:
         """Something a reader derives from changed without a state change (a variant was

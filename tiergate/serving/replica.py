@@ -24,6 +24,9 @@ from tiergate.profiles.menu import Menu, MenuEntry
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.admission import Admission, Limits
 from tiergate.serving.auth import KeyRing
+from tiergate.serving.board import BuildProgress
+from tiergate.serving.boardlink import BoardLink
+from tiergate.serving.building import apply_build_status
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.engines import CorruptArtifact, Engine, RunSlots
 from tiergate.serving.errors import Conflict, Overloaded, Unavailable
@@ -66,10 +69,12 @@ class Replica:
         metrics: MetricsSink | None = None,
         menu_key: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        board: BoardLink | None = None,
     ) -> None:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
         self.admission, self.keys, self.metrics, self.clock = admission, keys, metrics, clock
         self.menu_key = menu_key  # a new menu must be signed with it, when set
+        self.board = board  # the build board, when one exists: build status and broadcast commands
         self.limits = Limits.from_config(spec.serving)
         self._draining: set[asyncio.Task] = set()  # old engines answering what they hold
         # re-profiling times on its own thread, never the default pool requests decode in
@@ -86,6 +91,7 @@ class Replica:
         remote: Callable[[MenuRegistry], Mapping[str, Engine]] | None = None,
         metrics: Callable[[MenuRegistry], MetricsSink] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        board: BoardLink | None = None,
     ) -> Replica:
         """Open every variant of ``spec.menu`` in this process (or, per_variant topology,
         take the engines ``remote`` makes for the new live menu) into a fresh live menu. A
@@ -122,12 +128,16 @@ class Replica:
         gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
         admission.watch_lateness(gateway.lateness)  # refuse unread what routing would shed
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
-        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock)
+        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock, board)
 
     def record(self, trace: Trace, status_code: int) -> None:
         """An inference request's answer went out (the HTTP layer calls this)."""
         if self.metrics is not None:
             self.metrics.request(trace, status_code)
+
+    def apply_build_status(self, status: Mapping[str, BuildProgress]) -> None:
+        """The board's build status on the live menu (``building.apply_build_status``)."""
+        apply_build_status(self.registry, status)
 
     # -- admin operations ------------------------------------------------------------------------
     async def load_variant(self, entry: MenuEntry) -> str:

@@ -116,3 +116,14 @@ ERROR_MEANINGS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for a route: each code with ``ErrorBody`` and what it means."""
     return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
+class RebuildRequest(BaseModel):
+    """POST /v1/admin/rebuild: build one variant again (all of them when ``variant`` is absent)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    variant: str | None = Field(
+        None, max_length=NAME_CHARS, description="a configured variant; all if absent"
+    )
+    force: bool = Field(False, description="rebuild even when the artifact cache holds a build of it")

@@ -1,9 +1,11 @@
 """A serving replica's background loops: hand metrics to Ray every second, reload the API
-keys when their file changes, and apply a changed menu manifest to the live menu.
+keys when their file changes, apply a changed menu manifest to the live menu, and follow
+the build board.
 
     loop.create_task(report_metrics(metrics))
     loop.create_task(watch_keys(replica.reload_keys, FileWatch(path), interval_s=5))
     loop.create_task(watch_menu(replica.reconcile, FileWatch(manifest), interval_s=2))
+    loop.create_task(follow_board(replica, replica.board, run, interval_s=1))
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from tiergate.profiles.menu import Menu
+from tiergate.serving.boardlink import BoardLink, RunCommand
 from tiergate.serving.filewatch import FileWatch
 from tiergate.serving.metrics import Metrics
 
@@ -61,6 +64,18 @@ async def watch_menu(
             log.error("%s changed but was not applied, the current menu keeps serving: %s", watch.path, error)
             continue
         log.info("menu %s applied: %s", watch.path, {k: v for k, v in changes.items() if v} or "no change")
+
+
+async def follow_board(replica, link: BoardLink, run: RunCommand, interval_s: float) -> None:
+    """Each interval, once the board exists: apply its build status to ``replica`` and run
+    the commands posted to every replica (``run(kind, args)``), answering each. Looks the
+    board up again while it does not exist, or after it stopped answering; never stops."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await link.turn(replica.apply_build_status, run)
+        except Exception:  # the loop must outlive a board that went away or a bad status
+            log.exception("build board: poll failed (looking it up again next time)")
 
 
 def freeze_startup_objects() -> None:

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from tiergate.serving import schemas
 from tiergate.serving.auth import Target
+from tiergate.serving.building import build_row, build_summary, require_complete
 from tiergate.serving.http.access import Access
 from tiergate.serving.registry import Variant
 from tiergate.serving.schemas import error_responses as errors
@@ -29,7 +30,11 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
 
     @app.get("/readyz", responses=errors(503))
     async def readyz():
+        """200 once the reference variant serves; with serving.http.ready_when all, only once
+        the whole menu is built and loaded (503 with Retry-After until then)."""
         access.ready()
+        if access.replica.spec.serving.http.ready_when == "all":
+            require_complete(registry)
         return {"status": "ready", "variants": sorted(registry.loaded())}
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse,
@@ -53,17 +58,25 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
         gateway = access.ready()
         routed_on = {profile.name: profile.latency_ms for profile in gateway.catalog()}
         info = registry.info
-        rows = [_row(variant, routed_on.get(variant.name)) for variant in registry]
-        return {"model": info.model, "quality_metric": info.quality_metric, "variants": rows}
+        rows = [
+            {**_row(variant, routed_on.get(variant.name)), "build": build_row(registry, variant.name)}
+            for variant in registry
+        ]
+        return {
+            "model": info.model, "quality_metric": info.quality_metric, "variants": rows,
+            "build": build_summary(registry),
+        }  # fmt: skip
 
     @app.get("/v1/tiers", responses=errors(401, 503))
     async def tiers(request: Request):
         access.key(request)
         gateway = access.ready()
+        decisions = {name: gateway.route(schemas.RouteRequest(tier=name)) for name in gateway.tiers}
         return {
-            name: {**tier.model_dump(), "variant": gateway.route(schemas.RouteRequest(tier=name)).variant}
+            name: {**tier.model_dump(), "variant": decisions[name].variant, "reason": decisions[name].reason,
+                   "explanation": decisions[name].explanation}
             for name, tier in gateway.tiers.items()
-        }
+        }  # fmt: skip
 
 
 def _admitted(access: Access, request: Request, body: RouteBody) -> RouteBody:

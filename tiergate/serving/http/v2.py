@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, With
 from tiergate import __version__
 from tiergate.serving import schemas
 from tiergate.serving.auth import Target
+from tiergate.serving.building import refuse_unready_pin
 from tiergate.serving.errors import InvalidRequest, MalformedRequest, NotFound, capped, echo
 from tiergate.serving.gateway import Gateway, Outcome
 from tiergate.serving.http.access import Access
@@ -281,8 +282,10 @@ def _model_target(gateway: Gateway, name: str, tier: str | None) -> Callable[[st
 
 def _known(gateway: Gateway, target: Target) -> Target:
     """404 for a model name that is none of the model, a tier or a variant (after the key's
-    check: a tier-limited key gets 403 for it, so it learns no names)."""
+    check: a tier-limited key gets 403 for it, so it learns no names); a variant announced but
+    not serving yet is not ready: 503 with Retry-After while it is built."""
     if not target.known:
+        refuse_unready_pin(gateway.registry, target.name)
         variants = [variant.name for variant in gateway.registry.known()]
         model = gateway.registry.info.model
         raise NotFound(
