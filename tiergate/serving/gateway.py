@@ -184,7 +184,7 @@ class Gateway:
         if math.isinf(limit):
             return None
         queued = self.view().shared_wait_ms(self.run_slots)
-        if queued is None or waited_ms + queued <= limit:
+        if not queued or waited_ms + queued <= limit:  # nothing queued: refusing relieves nothing
             return None
         return (
             f"queued work would answer any request after {waited_ms + queued:.0f} ms, past the "

@@ -233,14 +233,42 @@ def test_engine_tracks_its_slowdown_against_the_profile(menu, digits):
 
 
 def test_a_request_that_waited_past_its_bound_is_shed_with_a_retry_after(menu, digits):
-    """A fast-tier request that arrived 1 s ago is refused at once (Shed, Retry-After) under late_grace."""
-    gateway = _gateway(menu, routing=replace(ROUTING, late_grace=0.5))
+    """With a slow run in flight, a fast-tier request that arrived 1 s ago is refused at once
+    (Shed, Retry-After) under late_grace."""
+    gateway = _gateway(menu, run_slots=RunSlots(2), routing=replace(ROUTING, late_grace=0.5))
     trace = Trace(arrived=time.perf_counter() - 1.0)
+    request = PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast")
+
+    async def late_behind_a_slow_run():
+        busy = asyncio.create_task(_slow_engine(gateway, menu).infer(digits.test.x[:1]))
+        await asyncio.sleep(0.05)
+        try:
+            return await gateway.predict(request, "r", trace)
+        finally:
+            await busy
+
     with pytest.raises(Shed) as refused:
-        asyncio.run(
-            gateway.predict(PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast"), "r", trace)
-        )
+        asyncio.run(late_behind_a_slow_run())
     assert refused.value.retry_after_s == 1 and trace.shed and "overloaded" in str(refused.value)
+
+
+def test_a_late_request_at_no_load_is_answered_as_a_fallback(menu, digits):
+    """With nothing in flight, the same late request is answered by the fastest variant:
+    refusing it would relieve nothing."""
+    gateway = _gateway(menu, run_slots=RunSlots(2), routing=replace(ROUTING, late_grace=0.5))
+    trace = Trace(arrived=time.perf_counter() - 1.0)
+    request = PredictRequest(inputs=digits.test.x[:1].tolist(), tier="fast")
+    response = asyncio.run(gateway.predict(request, "r", trace))
+    assert response.reason == "fallback" and not trace.shed
+
+
+def _slow_engine(gateway: Gateway, menu) -> VariantEngine:
+    """The reference variant's engine, every run 300 ms longer (and its profile saying so)."""
+    entry = menu.variants[0]
+    slow = _engine(gateway, entry.name)
+    slow.latency_p95_ms = {1: entry.p95_ms()}
+    inject_fault(slow, 0.0, 0.3)
+    return slow
 
 
 def test_without_a_grace_a_late_request_is_served_as_a_fallback(menu, digits):
@@ -253,12 +281,23 @@ def test_without_a_grace_a_late_request_is_served_as_a_fallback(menu, digits):
     assert response.reason == "fallback" and not response.slo_met and response.latency_ms >= 1000
 
 
-def test_the_door_refuses_what_routing_would_shed_for_every_recent_tier(menu):
-    """After fast-tier routing with late_grace, a 1 s wait unread is named late; a recent pin lifts it."""
+def test_the_door_refuses_what_routing_would_shed_for_every_recent_tier(menu, digits):
+    """After fast-tier routing with late_grace and with a slow run queued, a 1 s wait unread is
+    named late; with nothing queued it is not (refusing relieves nothing); a recent pin lifts it."""
     gateway = _gateway(menu, run_slots=RunSlots(2), routing=replace(ROUTING, late_grace=0.5))
     assert gateway.lateness(waited_ms=1000.0) is None  # nothing routed yet: no limit known
     gateway.route(RouteRequest(tier="fast"))
-    assert gateway.lateness(waited_ms=0.0) is None
-    assert "bound of the loosest tier" in gateway.lateness(waited_ms=1000.0)
-    gateway.route(RouteRequest(variant=menu.variants[0].name))  # pins are never shed
-    assert gateway.lateness(waited_ms=1000.0) is None
+    assert gateway.lateness(waited_ms=1000.0) is None  # nothing queued
+
+    async def while_busy():
+        busy = asyncio.create_task(_slow_engine(gateway, menu).infer(digits.test.x[:1]))
+        await asyncio.sleep(0.05)
+        named = gateway.lateness(waited_ms=1000.0)
+        gateway.route(RouteRequest(variant=menu.variants[0].name))  # pins are never shed
+        pinned = gateway.lateness(waited_ms=1000.0)
+        await busy
+        return named, pinned
+
+    waited, pinned = asyncio.run(while_busy())
+    assert "bound of the loosest tier" in waited
+    assert pinned is None
