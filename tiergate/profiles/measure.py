@@ -66,9 +66,13 @@ def measure_latency(
     min_runs: int = 10,
     budget_s: float = 1.0,
     max_runs: int = 2000,
+    pause_s: float = 0.0,
 ) -> dict[int, Percentiles]:
     """Wall-clock ms per ``session.run`` at each batch size: warm-up, then runs for
-    ``budget_s`` (at least ``min_runs``, at most ``max_runs``)."""
+    ``budget_s`` (at least ``min_runs``, at most ``max_runs``). ``pause_s``: a sleep after
+    each run, untimed, that leaves the GIL to the process's other threads (a serving
+    replica's event loop, which a tight loop of short runs would otherwise hold back for
+    the interpreter's whole switch interval each time it wants the GIL)."""
     name = session.get_inputs()[0].name
     results = {}
     for batch_size in batch_sizes:
@@ -84,6 +88,8 @@ def measure_latency(
             timings_ms.append((time.perf_counter() - started) * 1000)
             if len(timings_ms) >= max_runs:
                 break
+            if pause_s:
+                time.sleep(pause_s)
         p50, p95, p99 = np.percentile(timings_ms, [50, 95, 99])
         results[batch_size] = Percentiles(float(p50), float(p95), float(p99), len(timings_ms))
     return results
