@@ -52,7 +52,7 @@ class LiveBuildConfig(BaseModel):
     )
     task_cpus: float = Field(1.0, gt=0, description="Ray CPUs each build task declares")
     threads: int | None = Field(None, ge=1, description="torch and ORT threads per task (default: task_cpus)")
-    niceness: int = Field(10, ge=0, le=19, description="OS priority of build tasks (serving runs at 0)")
+    niceness: int = Field(19, ge=0, le=19, description="OS priority of build tasks (serving runs at 0 to 10)")
     quick_eval_samples: int = Field(
         2000, ge=0, description="cold fp32 first serves on this many test images' accuracy (0: all)"
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -63,6 +64,7 @@ class LiveBuild:
         self.config = absolute_paths(config)
         self.measured: dict[str, Measurement] = {}
         self.skipped: dict[str, str] = {}
+        self.planned: dict[str, tuple] = {}  # each variant's recipe steps, as last applied
         self.queue: list[Job] = []
         self.running: dict[Any, Job] = {}  # task ref -> its job
         self._started: dict[str, float] = {}
@@ -85,6 +87,7 @@ class LiveBuild:
                                self.config.compress.finetune_samples, sealer)  # fmt: skip
         self.store = MeasurementStore(Path(self.config.compress.cache_dir) / "profiles", sealer)
         for spec in self._plan():
+            self.planned[spec.name] = spec.steps
             if not self._from_cache(spec):
                 self._enqueue(spec.name)
         if "fp32" not in self.measured:
@@ -207,10 +210,14 @@ class LiveBuild:
     def _submit(self, job: Job) -> Any:
         import ray
 
-        task = ray.remote(max_calls=1, max_retries=0)(run_job)
-        ref = task.options(num_cpus=self.config.compress.live.task_cpus, name=f"build-{job.variant}").remote(
-            job, self.board
-        )
+        live = self.config.compress.live
+        task = ray.remote(max_retries=0)(run_job).options(
+            num_cpus=live.task_cpus, name=f"build-{job.variant}",
+            # the worker process starts at the build's priority: its start-up (Python, Ray,
+            # torch) as well as the build itself yields to the serving replicas
+            runtime_env={"py_executable": f"nice -n {live.niceness} {sys.executable}"},
+        )  # fmt: skip
+        ref = task.remote(job, self.board)
         self.running[ref] = job
         self._started[job.variant] = self.clock()
         self._report(BuildProgress(job.variant, BuildState.BUILDING, "starting", 0.0))
@@ -227,6 +234,8 @@ class LiveBuild:
         except Exception as error:  # a build error, a killed worker, a cancelled task
             self._failed(job, _reason(error), took)
             return
+        finally:
+            shutil.rmtree(job.scratch, ignore_errors=True)  # what a killed build left, or the empty folder
         if job.variant not in self._wanted():
             return  # removed from the config while it was building
         self.measured[job.variant] = measured
@@ -237,7 +246,6 @@ class LiveBuild:
                  job.variant, took, len(self.measured), len(self._wanted()), len(self.pending()))  # fmt: skip
 
     def _failed(self, job: Job, reason: str, took: float) -> None:
-        shutil.rmtree(job.scratch, ignore_errors=True)  # whatever a killed build left
         if job.variant in self.measured:  # a rebuild failed: the variant keeps its artifact
             log.error("%s: rebuild failed after %.0f s, the current one keeps serving: %s",
                       job.variant, took, reason)  # fmt: skip
@@ -282,31 +290,35 @@ class LiveBuild:
         self._apply(config)
 
     def _apply(self, config: AppConfig) -> None:
+        """Build what ``config`` adds or changes (its recipe steps, or the profile settings
+        for every variant) and retire what it removes; an unchanged variant that was
+        skipped stays skipped (``rebuild(name)`` tries it again)."""
         same_model = config.model.model_dump(exclude={"weights"}) == self.config.model.model_dump(
             exclude={"weights"}
         )
         if not same_model or config.data != self.config.data:
             log.error("model or data changed in the config: restart tiergate serve to apply them")
+        remeasure = config.profile != self.config.profile
         self.config = self.config.model_copy(update={"compress": config.compress, "profile": config.profile})
         wanted = self._wanted()
         removed = [name for name in self.measured if name not in wanted]
         for name in removed:
             del self.measured[name]
             self._forget(name)
+        for name in [name for name in self.skipped if name not in wanted]:
+            del self.skipped[name]
+            self._forget(name)
         self.queue = [job for job in self.queue if job.variant in wanted]
         for spec in self._plan():
-            if spec.name not in self.pending() and not self._current(spec):
+            changed = remeasure or self.planned.get(spec.name) != spec.steps
+            self.planned[spec.name] = spec.steps
+            if changed and spec.name not in self.pending():
+                self.skipped.pop(spec.name, None)
                 self._enqueue(spec.name)
         if removed:
             self._write()
             log.info("retired from the menu: %s", ", ".join(removed))
         self._complete = False
-
-    def _current(self, spec) -> bool:
-        """Whether the menu's ``spec.name`` is what the config now asks for."""
-        measured = self.measured.get(spec.name)
-        artifact = self.builder.cached(spec.steps)
-        return measured is not None and artifact is not None and artifact.sha256 == measured.candidate.sha256
 
     # -- helpers -----------------------------------------------------------------------------
     def _wanted(self) -> list[str]:

@@ -3,15 +3,15 @@ from the cache) and measure it, telling the board how far it is.
 
     measurement = run_job(Job(config, "int8", scratch=cache / "artifacts" / ".build-int8-1a2b"), board)
 
-The task lowers its own priority and threads first (``compress.live``), so the serving
-replicas on the same node keep their core. It writes only into ``job.scratch`` until the
-artifact is complete; the cache then takes it in one rename.
+The task's worker runs at a low priority from its start (``nice``, ``compress.live``) and
+the task limits its threads, so the serving replicas keep their core.
+It writes only into ``job.scratch`` until the artifact is complete; the cache then takes
+it in one rename.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -46,8 +46,7 @@ def task_threads(config: AppConfig) -> int:
 
 def run_job(job: Job, board: Any | None) -> Measurement:
     """The task's body: the variant's measurement (its artifact built first if need be)."""
-    config, live = job.config, job.config.compress.live
-    os.setpriority(os.PRIO_PROCESS, 0, max(live.niceness, os.getpriority(os.PRIO_PROCESS, 0)))
+    config = job.config
     threads = task_threads(config)
     import torch
 

@@ -1,0 +1,160 @@
+"""Serving while compressing, on real Ray Serve over HTTP from an empty cache: the gateway
+serves fp32 first, the other variants join the live menu as Ray build tasks land, a
+killed build task skips its variant cleanly, and a recipe changed in the config file is
+rebuilt and swapped in, all while requests flow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+APP, PREFIX = "tiergate-live", "/live"
+# distilled trains long enough (tens of seconds) for the kill test to catch it building
+SLOW_DISTILL = {"method": "distill", "width": 4, "fit": {"epochs": 150, "batch_size": 64}}
+
+
+class Stream:
+    """Requests to ``url`` one after another (tier ``fast``), every status kept."""
+
+    def __init__(self, url: str, image: list) -> None:
+        self.url, self.body = url, {"inputs": [image], "tier": "fast"}
+        self.statuses: list[int] = []
+        self.errors: list[str] = []  # the bodies of answers other than 200
+        self.variants: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                answer = client.post(f"{self.url}/v1/predict", json=self.body)
+                self.statuses.append(answer.status_code)
+                if answer.status_code == 200:
+                    self.variants.add(answer.json()["variant"])
+                else:
+                    self.errors.append(answer.text)
+                time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def live(digits_config, tiny_weights, tmp_path_factory):
+    """(base URL, the running build, its config file) for the tiny digits menu plus a slow
+    distilled, served from an empty cache (the base's weights aside) through a config file
+    the build follows."""
+    import ray
+    from ray import serve
+
+    from tests.conftest import tiny_config
+    from tests.support.deployments import HOOKED
+    from tiergate import runtime
+    from tiergate.build.live import LiveBuild
+    from tiergate.config import load_config
+    from tiergate.serving.board import board_actor
+
+    serving = digits_config().serving
+    cache = tmp_path_factory.mktemp("cold-cache")
+    config = tiny_config(cache, {
+        "model.weights": str(tiny_weights), "compress.recipes.distilled": SLOW_DISTILL,
+        "compress.live.quick_eval_samples": 100,
+        "serving.http": serving.http.model_dump(), "serving.routing.menu_watch_interval_s": 0.2,
+        "serving.routing.replica_profile_budget_s": 0.05,
+    })  # fmt: skip
+    path = tmp_path_factory.mktemp("config") / "tiergate.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    board = board_actor(create=True)
+    build = LiveBuild(load_config(path), board, config_path=path, poll_s=0.2)
+    try:
+        menu = build.first_menu()
+        assert [entry.name for entry in menu.variants] == ["fp32"]  # nothing cached: fp32 alone first
+        url = runtime.deploy(build.config, name=APP, route_prefix=PREFIX, menu=menu, deployments=HOOKED)
+        build.start()
+        yield url, build, path
+    finally:
+        build.stop()
+        serve.delete(APP)
+        ray.kill(board)
+
+
+def _rows(url: str) -> dict[str, dict]:
+    return {row["name"]: row for row in httpx.get(f"{url}/v1/variants", timeout=10).json()["variants"]}
+
+
+def _processes_titled(title: str) -> list[int]:
+    """The processes whose command line (a Ray worker's title: ``ray::<task name>``) starts with ``title``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(title.encode()):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _until(condition, timeout_s: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_variants_join_the_live_menu_while_requests_flow(live, digits):
+    """Started on fp32 alone, the gateway gets int8 on its menu from a build task and routes
+    to it, while a stream of requests gets only 200s."""
+    url, _, _ = live
+    with Stream(url, digits.test.x[0].tolist()) as stream:
+        assert _until(lambda: _rows(url).get("int8", {}).get("state") == "serving")
+        assert _until(lambda: "int8" in stream.variants, 30)
+    assert stream.statuses and set(stream.statuses) == {200}, stream.errors[:3]
+    assert _rows(url)["fp32"]["test_samples"] == len(digits.test)  # the quick estimate was replaced
+
+
+def test_a_killed_build_task_skips_its_variant_and_leaves_no_files(live):
+    """The worker building distilled is killed: distilled shows failed with the reason, no
+    partial build is left in the cache, and the menu's other variants keep serving."""
+    url, build, _ = live
+    assert _until(lambda: ((_rows(url).get("distilled", {}).get("build") or {}).get("percent") or 0) > 5)
+    workers = _processes_titled("ray::build-distilled")
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    assert _until(lambda: _rows(url)["distilled"]["state"] == "failed", 60)
+    row = _rows(url)["distilled"]
+    assert "died" in (row["state_reason"] or "").lower() or "crash" in (row["state_reason"] or "").lower()
+    artifacts = build.config.compress.cache_dir / "artifacts"
+    assert not [p.name for p in artifacts.iterdir() if p.name.startswith(".")]  # no scratch, no staging
+    assert {name for name, r in _rows(url).items() if r["state"] == "serving"} == {"fp32", "int8"}
+    assert "distilled" in build.skipped
+
+
+def test_a_recipe_changed_in_the_config_is_rebuilt_and_swapped_in_without_a_failed_request(live, digits):
+    """int8's calibration changed in the watched config file: a new int8 artifact is built
+    and served in place of the old, while requests pinned to int8 all get 200s."""
+    url, _, path = live
+    before = _rows(url)["int8"]["sha256"]
+    config = yaml.safe_load(path.read_text())
+    config["compress"]["recipes"]["int8"]["calibration_samples"] = 32
+    with Stream(url, digits.test.x[0].tolist()) as stream:
+        stream.body = {"inputs": stream.body["inputs"], "variant": "int8"}
+        path.write_text(yaml.safe_dump(config))
+        assert _until(lambda: _rows(url)["int8"]["sha256"] != before)
+        time.sleep(1)  # requests on the new artifact
+    assert stream.statuses and set(stream.statuses) == {200}, stream.errors[:3]
