@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from typing import Any
 from tiergate import settings
 from tiergate.build.menu import assemble_menu, candidate_of, load_inputs, menu_files
 from tiergate.build.plan import build_order
-from tiergate.build.tasks import Job, run_job
+from tiergate.build.tasks import Job, absolute_paths, failure_reason, submit
 from tiergate.compression import Builder, CompressionError, parse_variants
 from tiergate.compression.integrity import Sealer
 from tiergate.compression.progress import progress
@@ -128,7 +127,7 @@ class LiveBuild:
                 self.measured["fp32"] = ray.get(self._submit(quick))
             except Exception as error:
                 raise CompressionError(
-                    f"fp32: cannot build or measure the base model: {_reason(error)}"
+                    f"fp32: cannot build or measure the base model: {failure_reason(error)}"
                 ) from None
             finally:
                 self.running.clear()
@@ -208,16 +207,7 @@ class LiveBuild:
         return max(1, int((cpus - 1) // live.task_cpus))  # one CPU stays with the serving replicas
 
     def _submit(self, job: Job) -> Any:
-        import ray
-
-        live = self.config.compress.live
-        task = ray.remote(max_retries=0)(run_job).options(
-            num_cpus=live.task_cpus, name=f"build-{job.variant}",
-            # the worker process starts at the build's priority: its start-up (Python, Ray,
-            # torch) as well as the build itself yields to the serving replicas
-            runtime_env={"py_executable": f"nice -n {live.niceness} {sys.executable}"},
-        )  # fmt: skip
-        ref = task.remote(job, self.board)
+        ref = submit(job, self.board)
         self.running[ref] = job
         self._started[job.variant] = self.clock()
         self._report(BuildProgress(job.variant, BuildState.BUILDING, "starting", 0.0))
@@ -232,7 +222,7 @@ class LiveBuild:
         try:
             measured: Measurement = ray.get(ref)
         except Exception as error:  # a build error, a killed worker, a cancelled task
-            self._failed(job, _reason(error), took)
+            self._failed(job, failure_reason(error), took)
             return
         finally:
             shutil.rmtree(job.scratch, ignore_errors=True)  # what a killed build left, or the empty folder
@@ -346,25 +336,3 @@ class LiveBuild:
     def _forget(self, variant: str) -> None:
         if self.board is not None:
             self.board.forget.remote(variant)
-
-
-def absolute_paths(config: AppConfig) -> AppConfig:
-    """``config`` with its cache, weights and data paths absolute: build tasks may run in
-    another working folder, or on another node (where the cache must be shared)."""
-    compress = config.compress.model_copy(update={"cache_dir": Path(config.compress.cache_dir).resolve()})
-    model = config.model.model_copy(
-        update={k: Path(v).resolve() for k in ("path", "weights") if (v := getattr(config.model, k, None))}
-    )
-    data = config.data.model_copy(
-        update={"path": Path(config.data.path).resolve()} if config.data.path else {}
-    )
-    return config.model_copy(update={"compress": compress, "model": model, "data": data})
-
-
-def _reason(error: BaseException) -> str:
-    """One line for the log, the board and the manifest's ``skipped``."""
-    cause = getattr(error, "cause", None)
-    if cause is not None:  # a RayTaskError wraps what the build raised
-        error = cause
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]

@@ -12,8 +12,12 @@ it in one rename.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,37 @@ class Job:
     scratch: Path  # where the build writes until the cache takes the artifact
     samples: int | None = None  # a quick estimate on this many test images; None: all
     force: bool = False  # build and measure again even though the cache has it
+
+
+def submit(job: Job, board: Any | None) -> Any:
+    """``job`` as a Ray task (its ref): the CPUs it declares, no retry (a failed or killed
+    build skips its variant), in a worker that starts at the build's priority, so its
+    start-up (Python, Ray, torch) as well as the build yields to the serving replicas."""
+    import ray
+
+    live = job.config.compress.live
+    task = ray.remote(max_retries=0)(run_job).options(
+        num_cpus=live.task_cpus, name=f"build-{job.variant}",
+        runtime_env={"py_executable": f"nice -n {live.niceness} {sys.executable}",
+                     "env_vars": {"PYTHONPATH": driver_path()}},
+    )  # fmt: skip
+    return task.remote(job, board)
+
+
+def driver_path() -> str:
+    """The import path build workers get: the driver's working folder first (where
+    ``--model package.module:factory`` is found when the CLI ran from a project folder),
+    then the driver's own ``$PYTHONPATH``."""
+    return os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for the log, the board and the manifest's ``skipped``."""
+    cause = getattr(error, "cause", None)
+    if cause is not None:  # a RayTaskError wraps what the build raised
+        error = cause
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 def task_threads(config: AppConfig) -> int:
@@ -80,9 +115,15 @@ def spec_named(config: AppConfig, name: str) -> VariantSpec:
 class Reporter:
     """Tells the board how one variant's build goes, at most once a second."""
 
-    def __init__(self, board: Any | None, variant: str, every_s: float = 1.0) -> None:
-        self.board, self.variant, self.every_s = board, variant, every_s
-        self._sent = 0.0
+    def __init__(
+        self,
+        board: Any | None,
+        variant: str,
+        every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.board, self.variant, self.every_s, self.clock = board, variant, every_s, clock
+        self._sent = -math.inf
 
     def state(self, state: BuildState, step: str, percent: float | None = None) -> None:
         self._send(BuildProgress(self.variant, state, step, percent), force=True)
@@ -96,7 +137,7 @@ class Reporter:
         self._send(BuildProgress(self.variant, BuildState.BUILDING, step, 90.0 * done / total, eta))
 
     def _send(self, progress: BuildProgress, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.board is None or (not force and now - self._sent < self.every_s):
             return
         self._sent = now
@@ -104,3 +145,16 @@ class Reporter:
             self.board.report.remote(progress.to_json())
         except Exception as error:  # progress is for people; the build goes on without it
             log.warning("build progress not reported: %s", error)
+
+
+def absolute_paths(config: AppConfig) -> AppConfig:
+    """``config`` with its cache, weights and data paths absolute: build tasks may run in
+    another working folder, or on another node (where the cache must be shared)."""
+    compress = config.compress.model_copy(update={"cache_dir": Path(config.compress.cache_dir).resolve()})
+    model = config.model.model_copy(
+        update={k: Path(v).resolve() for k in ("path", "weights") if (v := getattr(config.model, k, None))}
+    )
+    data = config.data.model_copy(
+        update={"path": Path(config.data.path).resolve()} if config.data.path else {}
+    )
+    return config.model_copy(update={"compress": compress, "model": model, "data": data})

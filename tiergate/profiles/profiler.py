@@ -148,7 +148,7 @@ def measure_candidate(
     return Measurement(candidate, *cached, samples=samples)
 
 
-def test_indices(total: int, samples: int | None) -> np.ndarray:
+def evaluation_indices(total: int, samples: int | None) -> np.ndarray:
     """The test images, in order, a measurement of ``samples`` uses: all of them, or a
     fixed shuffle's first ``samples`` (a smaller estimate sees a subset of a larger one's)."""
     if samples is None:
@@ -157,7 +157,7 @@ def test_indices(total: int, samples: int | None) -> np.ndarray:
 
 
 def _test_images(splits: Splits, samples: int | None) -> np.ndarray:
-    return splits.test.x if samples is None else splits.test.x[test_indices(len(splits.test), samples)]
+    return splits.test.x if samples is None else splits.test.x[evaluation_indices(len(splits.test), samples)]
 
 
 RECORD_FIELDS = frozenset({"latency_ms", "params", "flops", "size_bytes"})
@@ -251,12 +251,14 @@ def menu_entries(measured: Sequence[Measurement], splits: Splits, config: Profil
     total = len(splits.test)
     entries = []
     for m in measured:
-        indices = test_indices(total, m.samples)
+        indices = evaluation_indices(total, m.samples)
         accuracy, interval = None, None
         if splits.test.y is not None:
             correct = int((m.labels == splits.test.y[indices]).sum())
             accuracy, interval = correct / len(m.labels), wilson_interval(correct, len(m.labels))
-        _, mine, theirs = np.intersect1d(indices, test_indices(total, reference.samples), return_indices=True)
+        _, mine, theirs = np.intersect1d(
+            indices, evaluation_indices(total, reference.samples), return_indices=True
+        )
         latency = {b: LatencyStats(**stats) for b, stats in m.record["latency_ms"].items()}
         c = m.candidate
         entries.append(MenuEntry(
