@@ -99,6 +99,15 @@ def _variant_deployment(
 def app_builder(args: dict[str, Any]) -> Application:
     """Entry point for ``serve run tiergate.application:app_builder config=PATH``; any other
     argument is a dotted override of the config, as ``tiergate serve --set`` takes them
-    (``serving.auth.enabled: true`` in a Serve config file's ``args``)."""
+    (``serving.auth.enabled: true`` in a Serve config file's ``args``). With
+    ``compress.live.enabled`` (the default) the application starts on what the cache
+    holds, fp32 at least, and a detached coordinator actor builds the rest behind it."""
     overrides = {key: value for key, value in args.items() if key != "config"}
-    return build_application(load_config(Path(args["config"]) if "config" in args else None, overrides))
+    path = Path(args["config"]) if "config" in args else None
+    config = load_config(path, overrides)
+    if not config.compress.live.enabled:
+        return build_application(config)
+    from tiergate.build.coordinator import first_menu
+
+    menu, config = first_menu(config, path, overrides)  # the rest is built behind it (compress.live)
+    return build_application(config, menu)
