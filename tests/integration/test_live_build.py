@@ -55,9 +55,9 @@ class Stream:
 
 @pytest.fixture(scope="module")
 def live(digits_config, tiny_weights, tmp_path_factory):
-    """(base URL, the running build, its config file) for the tiny digits menu plus a slow
-    distilled, served from an empty cache (the base's weights aside) through a config file
-    the build follows."""
+    """(base URL, the running build, its config file, the catalog as deployed) for the tiny
+    digits menu plus a slow distilled, served from an empty cache (the base's weights
+    aside) through a config file the build follows."""
     import ray
     from ray import serve
 
@@ -84,8 +84,9 @@ def live(digits_config, tiny_weights, tmp_path_factory):
         menu = build.first_menu()
         assert [entry.name for entry in menu.variants] == ["fp32"]  # nothing cached: fp32 alone first
         url = runtime.deploy(build.config, name=APP, route_prefix=PREFIX, menu=menu, deployments=HOOKED)
+        at_start = httpx.get(f"{url}/v1/variants", timeout=10).json()  # before anything more is built
         build.start()
-        yield url, build, path
+        yield url, build, path, at_start
     finally:
         build.stop()
         serve.delete(APP)
@@ -117,10 +118,19 @@ def _until(condition, timeout_s: float = 120.0) -> bool:
     return False
 
 
+def test_the_gateway_knows_from_its_start_what_is_still_building(live):
+    """As soon as the app is deployed, its catalog lists int8 and distilled as building and
+    calls the menu incomplete (the replica looked at the board before it reported ready)."""
+    at_start = live[3]
+    states = {row["name"]: row["state"] for row in at_start["variants"]}
+    assert states == {"fp32": "serving", "int8": "building", "distilled": "building"}
+    assert at_start["build"]["complete"] is False
+
+
 def test_variants_join_the_live_menu_while_requests_flow(live, digits):
     """Started on fp32 alone, the gateway gets int8 on its menu from a build task and routes
     to it, while a stream of requests gets only 200s."""
-    url, _, _ = live
+    url, _, _, _ = live
     with Stream(url, digits.test.x[0].tolist()) as stream:
         assert _until(lambda: _rows(url).get("int8", {}).get("state") == "serving")
         assert _until(lambda: "int8" in stream.variants, 30)
@@ -131,7 +141,7 @@ def test_variants_join_the_live_menu_while_requests_flow(live, digits):
 def test_a_killed_build_task_skips_its_variant_and_leaves_no_files(live):
     """The worker building distilled is killed: distilled shows failed with the reason, no
     partial build is left in the cache, and the menu's other variants keep serving."""
-    url, build, _ = live
+    url, build, _, _ = live
     assert _until(lambda: ((_rows(url).get("distilled", {}).get("build") or {}).get("percent") or 0) > 5)
     workers = _processes_titled("ray::build-distilled")
     assert len(workers) == 1
@@ -148,7 +158,7 @@ def test_a_killed_build_task_skips_its_variant_and_leaves_no_files(live):
 def test_a_recipe_changed_in_the_config_is_rebuilt_and_swapped_in_without_a_failed_request(live, digits):
     """int8's calibration changed in the watched config file: a new int8 artifact is built
     and served in place of the old, while requests pinned to int8 all get 200s."""
-    url, _, path = live
+    url, _, path, _ = live
     before = _rows(url)["int8"]["sha256"]
     config = yaml.safe_load(path.read_text())
     config["compress"]["recipes"]["int8"]["calibration_samples"] = 32

@@ -39,6 +39,7 @@ from tiergate.serving.metrics import Metrics
 from tiergate.serving.replica import Replica, ReplicaSpec, menu_source
 from tiergate.serving.trace import Trace
 from tiergate.serving.upkeep import (
+    first_look,
     follow_board,
     freeze_startup_objects,
     report_metrics,
@@ -89,6 +90,7 @@ class IngressReplica:
             self._tasks.append(loop.create_task(watch_menu(self.replica.reconcile, menu_watch, interval_s)))
         if board is not None:
             run = partial(run_command, self.replica)
+            await first_look(self.replica, board, run)
             every_s = spec.serving.ray.board_interval_s
             self._tasks.append(loop.create_task(follow_board(self.replica, board, run, every_s)))
         PROCESS_DOOR.install(self.replica.limits, on_refusal=lambda: self.replica.record(Trace(), 503))

@@ -66,6 +66,17 @@ async def watch_menu(
         log.info("menu %s applied: %s", watch.path, {k: v for k, v in changes.items() if v} or "no change")
 
 
+async def first_look(replica, link: BoardLink, run: RunCommand, timeout_s: float = 5.0) -> None:
+    """One poll of the board before the replica reports ready, so that it does not call a
+    menu complete (``/readyz`` with ``ready_when: all``, the catalog's ``build``) that the
+    board knows is still building. A board that does not answer in ``timeout_s`` is left
+    to ``follow_board``."""
+    try:
+        await asyncio.wait_for(link.turn(replica.apply_build_status, run), timeout_s)
+    except Exception as error:  # start anyway: the next turns will tell
+        log.warning("build board: no first look at start-up (%s); following it from now on", error)
+
+
 async def follow_board(replica, link: BoardLink, run: RunCommand, interval_s: float) -> None:
     """Each interval, once the board exists: apply its build status to ``replica`` and run
     the commands posted to every replica (``run(kind, args)``), answering each. Looks the
