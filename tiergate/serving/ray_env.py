@@ -63,6 +63,10 @@ RAY_FLAGS: tuple[RayFlag, ...] = (
     RayFlag("RAY_AUTH_MODE", _always("token"), required=True),
     # counters once, as *_total
     RayFlag("RAY_EXPORT_COUNTER_AS_GAUGE", _always("0")),
+    # Ray starts every worker (serving replicas, proxies) at nice 15; at 0 the replicas keep
+    # their core against the variant builds, whose workers run under `nice -n 19`
+    # (compress.live.niceness): at 15 against 19 a build took a third of a contended core
+    RayFlag("RAY_worker_niceness", _always("0")),
     # Ray runs replica code on a second event loop in its own thread by default, shielding
     # Ray's loop from user code that blocks; tiergate's blocks at most for one short model
     # run (serving.batching.inline_run_max_ms; longer runs and image decoding are in worker

@@ -22,6 +22,7 @@ from tiergate.serving.ray_env import (
 HAPROXY = {
     "RAY_AUTH_MODE": "token",
     "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
+    "RAY_worker_niceness": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
@@ -48,12 +49,13 @@ def installed(path: str) -> bool:
 
 
 def test_the_table_yields_every_flag_for_each_ingress():
-    """HAProxy ingress: all eleven flags; the proxy ingress: no HAProxy flag, HAProxy off, the
+    """HAProxy ingress: all twelve flags; the proxy ingress: no HAProxy flag, HAProxy off, the
     front door (which checks request ids) in the proxy, and token authentication with either."""
     assert ray_flags(ServingConfig()) == HAPROXY
     assert ray_flags(ServingConfig(ray={"ingress": "proxy"})) == {
         "RAY_AUTH_MODE": "token",
         "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
+        "RAY_worker_niceness": "0",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "RAY_SERVE_ENABLE_HA_PROXY": "0",
         "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tiergate.serving.frontdoor:middlewares",
