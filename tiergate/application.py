@@ -100,14 +100,16 @@ def app_builder(args: dict[str, Any]) -> Application:
     """Entry point for ``serve run tiergate.application:app_builder config=PATH``; any other
     argument is a dotted override of the config, as ``tiergate serve --set`` takes them
     (``serving.auth.enabled: true`` in a Serve config file's ``args``). With
-    ``compress.live.enabled`` (the default) the application starts on what the cache
-    holds, fp32 at least, and a detached coordinator actor builds the rest behind it."""
+    ``compress.live.enabled`` (the default, colocated topology) the application starts on
+    what the cache holds, fp32 at least, and a detached coordinator actor (one per
+    cluster, started by the first call) builds the rest behind it."""
     overrides = {key: value for key, value in args.items() if key != "config"}
     path = Path(args["config"]) if "config" in args else None
     config = load_config(path, overrides)
-    if not config.compress.live.enabled:
-        return build_application(config)
+    if not config.compress.live.enabled or config.serving.ray.topology != "colocated":
+        return build_application(config)  # per_variant: one deployment per variant, all built first
     from tiergate.build.coordinator import first_menu
 
-    menu, config = first_menu(config, path, overrides)  # the rest is built behind it (compress.live)
-    return build_application(config, menu)
+    menu, built_with = first_menu(config, path, overrides)  # the rest is built behind it (compress.live)
+    # this call's settings (a redeploy's), with the model as the build resolved it (its weights)
+    return build_application(config.model_copy(update={"model": built_with.model}), menu)

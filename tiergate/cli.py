@@ -156,7 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
           sep="\n", file=sys.stderr)  # fmt: skip
     live = None
     try:
-        if config.compress.live.enabled:
+        if live_build(config):
             print(f"starting Ray Serve ({ray.topology} topology, {ray.ingress} ingress) with what the "
                   "cache holds (fp32 at least); the rest is built behind it...", file=sys.stderr)  # fmt: skip
             url, live = runtime.start_live(config, _config_path(args), overrides)
@@ -181,6 +181,14 @@ def _serve(args: argparse.Namespace) -> int:
             live.stop()
         runtime.stop()
     return 0
+
+
+def live_build(config) -> bool:
+    """Whether ``serve`` builds behind what it serves: ``compress.live.enabled``, in the
+    colocated topology (per_variant deploys one deployment per variant, all at start)."""
+    if config.compress.live.enabled and config.serving.ray.topology != "colocated":
+        print("compress.live: the per_variant topology builds every variant before serving", file=sys.stderr)
+    return config.compress.live.enabled and config.serving.ray.topology == "colocated"
 
 
 def _say_serving(config, menu, url: str, live) -> None:

@@ -135,7 +135,8 @@ def test_variants_join_the_live_menu_while_requests_flow(live, digits):
         assert _until(lambda: _rows(url).get("int8", {}).get("state") == "serving")
         assert _until(lambda: "int8" in stream.variants, 30)
     assert stream.statuses and set(stream.statuses) == {200}, stream.errors[:3]
-    assert _rows(url)["fp32"]["test_samples"] == len(digits.test)  # the quick estimate was replaced
+    # the quick estimate is replaced by the full measurement (queued after int8)
+    assert _until(lambda: _rows(url)["fp32"]["test_samples"] == len(digits.test))
 
 
 def test_a_killed_build_task_skips_its_variant_and_leaves_no_files(live):
@@ -159,6 +160,7 @@ def test_a_recipe_changed_in_the_config_is_rebuilt_and_swapped_in_without_a_fail
     """int8's calibration changed in the watched config file: a new int8 artifact is built
     and served in place of the old, while requests pinned to int8 all get 200s."""
     url, _, path, _ = live
+    assert _until(lambda: _rows(url).get("int8", {}).get("state") == "serving")
     before = _rows(url)["int8"]["sha256"]
     config = yaml.safe_load(path.read_text())
     config["compress"]["recipes"]["int8"]["calibration_samples"] = 32

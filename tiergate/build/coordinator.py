@@ -8,6 +8,7 @@ behind the first menu needs a process of its own. ``tiergate serve`` runs the sa
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,18 @@ class Coordinator:
     def __init__(self, config: AppConfig, config_path: Path | None, overrides: dict[str, Any]) -> None:
         self.live = LiveBuild(config, board_actor(create=True), config_path, overrides)
         self.started = False
+        self._lock = threading.Lock()  # the actor runs calls concurrently: one first menu at a time
 
     def first_menu(self) -> tuple[dict, dict]:
         """The menu to serve now and the config it was built with (paths made absolute,
         base weights found), both as JSON."""
-        if not self.started:
-            menu = self.live.first_menu()
-            self.live.start()
-            self.started = True
-        else:
-            menu = Menu.read(menu_files(self.live.config).manifest)
+        with self._lock:
+            if not self.started:
+                menu = self.live.first_menu()
+                self.live.start()
+                self.started = True
+            else:
+                menu = Menu.read(menu_files(self.live.config).manifest)
         return menu.model_dump(mode="json"), self.live.config.model_dump(mode="json")
 
     def pending(self) -> list[str]:

@@ -25,24 +25,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tiergate import settings
+from tiergate.build.follow import Follower, needs_restart
 from tiergate.build.menu import assemble_menu, candidate_of, load_inputs, menu_files
-from tiergate.build.plan import build_order
-from tiergate.build.tasks import Job, absolute_paths, failure_reason, submit
+from tiergate.build.plan import build_order, to_build, untrained_prefix, waits_for
+from tiergate.build.tasks import Job, absolute_paths, failure_reason, remove_stale_scratch, spec_named, submit
 from tiergate.compression import Builder, CompressionError, parse_variants
 from tiergate.compression.integrity import Sealer
 from tiergate.compression.progress import progress
 from tiergate.config import AppConfig, load_config
 from tiergate.profiles import Measurement, MeasurementStore, Menu, measure_candidate, menu_entries
 from tiergate.serving.board import BuildProgress, BuildState
-from tiergate.serving.filewatch import FileWatch
 
 log = logging.getLogger(__name__)
-
-COORDINATOR = "coordinator"  # the board role and member name the coordinator polls as
 
 
 class LiveBuild:
@@ -69,8 +68,7 @@ class LiveBuild:
         self._started: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._seq = -1  # the last board command seen
-        self._watch = FileWatch(config_path) if config_path is not None else None
+        self._follower: Follower | None = None  # made with the first menu
         self._began = clock()
         self._complete = False
         self._bar: Any = None
@@ -80,7 +78,10 @@ class LiveBuild:
     def first_menu(self) -> Menu:
         """The menu to start serving: every variant whose artifact and measurement are
         cached, and fp32 at least (exported and estimated now, on a cold cache)."""
+        self.measured, self.skipped, self.planned, self.queue = {}, {}, {}, []  # a retry starts afresh
         self.config, self.splits = load_inputs(self.config)
+        remove_stale_scratch(Path(self.config.compress.cache_dir) / "artifacts")
+        self._follower = Follower(self.rebuild, self.board, self.config_path)
         sealer = Sealer(self.key)
         self.builder = Builder(self.config.model, self.splits, None, self.config.compress.cache_dir,
                                self.config.compress.finetune_samples, sealer)  # fmt: skip
@@ -112,8 +113,9 @@ class LiveBuild:
         return True
 
     def _first_fp32(self) -> None:
-        """fp32 before anything serves: a quick estimate first (cached, or one task now),
-        the full measurement queued first."""
+        """fp32 before anything serves: a quick estimate (cached, or one task now); its
+        full measurement comes after the variants that need no training (int8), so
+        those join the menu first."""
         samples = self.config.compress.live.quick_eval_samples or None
         fp32 = next(spec for spec in self._plan() if spec.name == "fp32")
         if samples is None or not self._from_cache(fp32, samples):
@@ -131,24 +133,34 @@ class LiveBuild:
                 ) from None
             finally:
                 self.running.clear()
-            if samples is not None:
-                self.queue.insert(0, job)  # the full measurement, first of all
-        if self.queue and self.queue[0].variant == "fp32":
+                shutil.rmtree(quick.scratch, ignore_errors=True)
+            if self.measured["fp32"].samples is not None:  # an estimate: the full measurement later
+                self.queue.insert(0, job)
+        full = next((job for job in self.queue if job.variant == "fp32"), None)
+        if full is not None:
+            self.queue.remove(full)
+            queued = [job.variant for job in self.queue]
+            at = untrained_prefix(queued, self._plan(), self.config.compress.finetune_samples)
+            self.queue.insert(at, full)
             self._report(BuildProgress("fp32", BuildState.QUEUED, "full measurement queued", 50.0))
 
     # -- the rest, in the background ---------------------------------------------------------
     def start(self) -> None:
         """Build the rest in a background thread, with a progress bar of the menu."""
-        self._bar = progress(
-            total=len(self._wanted()), initial=len(self.measured), desc="menu", unit="variant"
-        )
         self._thread = threading.Thread(target=self._run, name="tiergate-live-build", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop building: the loop ends, running tasks are cancelled, their folders removed."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self.running:
+            import ray
+
+            for ref, job in list(self.running.items()):
+                ray.cancel(ref, force=True)
+                shutil.rmtree(job.scratch, ignore_errors=True)
 
     def pending(self) -> list[str]:
         """Variants queued or building now."""
@@ -165,16 +177,17 @@ class LiveBuild:
     def _turn(self) -> None:
         import ray
 
-        while self.queue and len(self.running) < self._parallel():
-            self._submit(self.queue.pop(0))
+        while len(self.running) < self._parallel() and (job := self._next_job()) is not None:
+            self.queue.remove(job)
+            self._submit(job)
         if self.running:
             done, _ = ray.wait(list(self.running), num_returns=1, timeout=self.poll_s)
             for ref in done:
                 self._land(ref)
         else:
             self._stop.wait(self.poll_s)
-        self._follow_commands()
-        self._follow_config()
+        if self._follower is not None:
+            self._follower.turn()
         self._show()
         if not self.running and not self.queue and not self._complete:
             self._complete = True
@@ -206,7 +219,13 @@ class LiveBuild:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         return max(1, int((cpus - 1) // live.task_cpus))  # one CPU stays with the serving replicas
 
+    def _next_job(self) -> Job | None:
+        """The first queued job that builds on nothing still queued or building."""
+        busy = set(self.pending())
+        return next((job for job in self.queue if not waits_for(job.variant, busy - {job.variant})), None)
+
     def _submit(self, job: Job) -> Any:
+        job = replace(job, config=self.config)  # the recipes as they are now, not as when queued
         ref = submit(job, self.board)
         self.running[ref] = job
         self._started[job.variant] = self.clock()
@@ -220,14 +239,20 @@ class LiveBuild:
         job = self.running.pop(ref)
         took = self.clock() - self._started.pop(job.variant, self.clock())
         try:
-            measured: Measurement = ray.get(ref)
+            measured: Measurement | BaseException = ray.get(ref)
         except Exception as error:  # a build error, a killed worker, a cancelled task
-            self._failed(job, failure_reason(error), took)
-            return
+            measured = error
         finally:
             shutil.rmtree(job.scratch, ignore_errors=True)  # what a killed build left, or the empty folder
         if job.variant not in self._wanted():
-            return  # removed from the config while it was building
+            self._forget(job.variant)  # removed from the config while it was building
+            return
+        if spec_named(job.config, job.variant).steps != self.planned.get(job.variant):
+            self._enqueue(job.variant)  # its recipe changed while it was building
+            return
+        if isinstance(measured, BaseException):
+            self._failed(job, failure_reason(measured), took)
+            return
         self.measured[job.variant] = measured
         self.skipped.pop(job.variant, None)
         self._write()
@@ -246,31 +271,15 @@ class LiveBuild:
         self._report(BuildProgress(job.variant, BuildState.FAILED, "failed", reason=reason))
         log.error("variant %s skipped after %.0f s: %s", job.variant, took, reason)
 
-    # -- following changes -------------------------------------------------------------------
-    def _follow_commands(self) -> None:
-        if self.board is None:
-            return
-        import ray
-
-        polled = ray.get(self.board.poll.remote(COORDINATOR, self._seq, COORDINATOR))
-        for command in polled.get("commands", []):
-            self._seq = max(self._seq, command["seq"])
-            if command["kind"] == "rebuild":
-                self.rebuild(command["args"].get("variant"), bool(command["args"].get("force")))
-        self._seq = max(self._seq, polled.get("seq", self._seq))
-
-    def _follow_config(self) -> None:
-        if self._watch is None or not self._watch.changed():
-            return
-        log.info("%s changed: applying its variants and recipes", self.config_path)
-        self.rebuild(None, force=False)
-
+    # -- changes while serving (tiergate.build.follow calls these) -----------------------------
     def rebuild(self, variant: str | None, force: bool) -> None:
-        """``variant`` built again (``force``: even though cached); None: the config file
-        read again, its new or changed variants built and its removed ones retired."""
+        """``variant`` built again (``force``: even though the cache has it); None: the config
+        file read again, its new or changed variants built and its removed ones retired."""
         if variant is not None:
             if variant in self._wanted() and variant not in self.pending():
+                self.skipped.pop(variant, None)
                 self._enqueue(variant, force=force)
+                self._complete = False
             return
         try:
             config = absolute_paths(load_config(self.config_path, self.overrides))
@@ -280,31 +289,31 @@ class LiveBuild:
         self._apply(config)
 
     def _apply(self, config: AppConfig) -> None:
-        """Build what ``config`` adds or changes (its recipe steps, or the profile settings
-        for every variant) and retire what it removes; an unchanged variant that was
-        skipped stays skipped (``rebuild(name)`` tries it again)."""
-        same_model = config.model.model_dump(exclude={"weights"}) == self.config.model.model_dump(
-            exclude={"weights"}
-        )
-        if not same_model or config.data != self.config.data:
-            log.error("model or data changed in the config: restart tiergate serve to apply them")
+        """Build what ``config`` adds or changes (recipe steps; every variant when the profile
+        settings changed) and retire what it removes, cancelling its build if it has one;
+        an unchanged variant that was skipped stays skipped (``rebuild(name)`` retries it)."""
+        needs_restart(self.config, config)
         remeasure = config.profile != self.config.profile
         self.config = self.config.model_copy(update={"compress": config.compress, "profile": config.profile})
-        wanted = self._wanted()
-        removed = [name for name in self.measured if name not in wanted]
+        wanted = set(self._wanted())
+        for ref, job in list(self.running.items()):
+            if job.variant not in wanted:
+                import ray
+
+                ray.cancel(ref, force=True)  # _land forgets it
+        for job in [job for job in self.queue if job.variant not in wanted]:
+            self.queue.remove(job)
+            self._forget(job.variant)
+        removed = [name for name in [*self.measured, *self.skipped] if name not in wanted]
         for name in removed:
-            del self.measured[name]
+            self.measured.pop(name, None), self.skipped.pop(name, None), self.planned.pop(name, None)
             self._forget(name)
-        for name in [name for name in self.skipped if name not in wanted]:
-            del self.skipped[name]
-            self._forget(name)
-        self.queue = [job for job in self.queue if job.variant in wanted]
-        for spec in self._plan():
-            changed = remeasure or self.planned.get(spec.name) != spec.steps
-            self.planned[spec.name] = spec.steps
-            if changed and spec.name not in self.pending():
-                self.skipped.pop(spec.name, None)
-                self._enqueue(spec.name)
+        specs = self._plan()
+        have = set(self.measured) | set(self.skipped)
+        for name in to_build(specs, self.planned, have, set(self.pending()), remeasure):
+            self.skipped.pop(name, None)
+            self._enqueue(name)
+        self.planned.update({spec.name: spec.steps for spec in specs})
         if removed:
             self._write()
             log.info("retired from the menu: %s", ", ".join(removed))

@@ -7,9 +7,11 @@ a composition right after the variant it builds on (``pruned+int8`` after ``prun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from tiergate.compression import VariantSpec
+if TYPE_CHECKING:
+    from tiergate.compression import VariantSpec
 
 
 def training_passes(spec: VariantSpec, finetune_samples: int) -> float:
@@ -31,3 +33,37 @@ def build_order(specs: Sequence[VariantSpec], finetune_samples: int) -> list[Var
         specs,
         key=lambda spec: (spec.recipe != (), training_passes(spec, finetune_samples), len(spec.steps)),
     )
+
+
+def to_build(
+    specs: Sequence[VariantSpec],
+    planned: Mapping[str, tuple],
+    have: set[str],
+    busy: set[str],
+    remeasure: bool,
+) -> list[str]:
+    """After a config change, the variants to build again, in ``specs``' order: those whose
+    recipe steps changed from ``planned``, or that the menu neither has nor skipped
+    (``have``: added, or added back), or every one when the profile settings changed
+    (``remeasure``); not those queued or building (``busy``)."""
+    return [
+        spec.name
+        for spec in specs
+        if spec.name not in busy
+        and (remeasure or planned.get(spec.name) != spec.steps or spec.name not in have)
+    ]
+
+
+def waits_for(variant: str, busy: set[str]) -> bool:
+    """Whether ``variant`` should wait for one of ``busy`` that it builds on (``pruned+int8``
+    on ``pruned``): started together, both would train the same parent."""
+    return any(variant.startswith(f"{other}+") for other in busy)
+
+
+def untrained_prefix(queued: Sequence[str], specs: Sequence[VariantSpec], finetune_samples: int) -> int:
+    """How many of ``queued`` at the front need no training (an int8 of the base, say)."""
+    passes = {spec.name: training_passes(spec, finetune_samples) for spec in specs}
+    count = 0
+    while count < len(queued) and passes.get(queued[count], 1) == 0:
+        count += 1
+    return count

@@ -93,10 +93,8 @@ def run_job(job: Job, board: Any | None) -> Measurement:
     builder = Builder(config.model, splits, load_base(config.model, splits), config.compress.cache_dir,
                       config.compress.finetune_samples, sealer, scratch=job.scratch)  # fmt: skip
     spec = spec_named(config, job.variant)
-    if job.force:
-        shutil.rmtree(builder.cache.root / builder.key(spec.steps)[:32], ignore_errors=True)
     with observed(reporter.observe):
-        artifact = builder.artifact(spec.steps, spec.name)
+        artifact = builder.artifact(spec.steps, spec.name, fresh=job.force)
     reporter.state(BuildState.MEASURING, "accuracy and latency", percent=90.0)
     store = MeasurementStore(Path(config.compress.cache_dir) / "profiles", sealer)
     return measure_candidate(
@@ -158,3 +156,16 @@ def absolute_paths(config: AppConfig) -> AppConfig:
         update={"path": Path(config.data.path).resolve()} if config.data.path else {}
     )
     return config.model_copy(update={"compress": compress, "model": model, "data": data})
+
+
+def remove_stale_scratch(artifacts: Path, older_than_s: float = 3600.0) -> None:
+    """Build folders (``.build-*``) an hour old or more: left by a build that was killed
+    with its coordinator."""
+    now = time.time()
+    for folder in artifacts.glob(".build-*") if artifacts.is_dir() else ():
+        try:
+            if now - folder.stat().st_mtime >= older_than_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("removed %s, left by a build that did not finish", folder)
+        except OSError:
+            continue

@@ -142,10 +142,11 @@ class Builder:
         """The artifact for ``steps`` if the cache holds an intact one (nothing is built)."""
         return self.cache.lookup(self.key(steps))
 
-    def artifact(self, steps: tuple[Recipe, ...], name: str) -> Artifact:
-        """The cached or freshly built ONNX artifact for ``steps``."""
+    def artifact(self, steps: tuple[Recipe, ...], name: str, fresh: bool = False) -> Artifact:
+        """The cached or freshly built ONNX artifact for ``steps`` (``fresh``: built again even
+        though cached; the cached one stays in place, in use, until the new one replaces it)."""
         key = self.key(steps)
-        hit = self.cache.lookup(key)
+        hit = None if fresh else self.cache.lookup(key)
         if hit is not None:
             log.info("%s: cache hit (%s)", name, hit.path.parent.name[:12])
             return hit

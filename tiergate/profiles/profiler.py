@@ -247,7 +247,6 @@ def menu_entries(measured: Sequence[Measurement], splits: Splits, config: Profil
     and fidelity counts from (fidelity on the test images both were measured on)."""
     reference = measured[0]
     reference_p50 = reference.record["latency_ms"]["1"]["p50"]
-    largest = str(max(config.batch_sizes))
     total = len(splits.test)
     entries = []
     for m in measured:
@@ -260,6 +259,7 @@ def menu_entries(measured: Sequence[Measurement], splits: Splits, config: Profil
             indices, evaluation_indices(total, reference.samples), return_indices=True
         )
         latency = {b: LatencyStats(**stats) for b, stats in m.record["latency_ms"].items()}
+        largest = str(max(int(b) for b in latency))  # its own: records of other settings may be mixed
         c = m.candidate
         entries.append(MenuEntry(
             name=c.name, recipe=list(c.recipe), path=str(c.path), sha256=c.sha256, accuracy=accuracy,

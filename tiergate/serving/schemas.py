@@ -119,11 +119,12 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 class RebuildRequest(BaseModel):
-    """POST /v1/admin/rebuild: build one variant again (all of them when ``variant`` is absent)."""
+    """POST /v1/admin/rebuild: build one variant again; without ``variant``, the coordinator
+    reads its config file again and builds what changed."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     variant: str | None = Field(
-        None, max_length=NAME_CHARS, description="a configured variant; all if absent"
+        None, max_length=NAME_CHARS, description="a configured variant; absent: the config file read again"
     )
     force: bool = Field(False, description="rebuild even when the artifact cache holds a build of it")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiergate.build.plan import build_order
+from tiergate.build.plan import build_order, to_build, untrained_prefix, waits_for
 from tiergate.build.tasks import Reporter, failure_reason
 from tiergate.compression import default_recipes, parse_variants
 from tiergate.compression.progress import observed, progress
@@ -21,6 +21,32 @@ def test_cheap_variants_come_first_and_a_composition_follows_its_parent():
     assert order[:2] == ["fp32", "int8"]
     assert order.index("pruned+int8") == order.index("pruned") + 1
     assert order.index("distilled+int8") == order.index("distilled") + 1
+
+
+def test_a_config_change_rebuilds_what_changed_or_came_back_and_nothing_busy():
+    """After a config change: a changed recipe and a variant added back are built again; an
+    unchanged one is not, nor one still building; every one when the profile changed."""
+    specs = parse_variants(["fp32", "int8", "pruned", "distilled"], default_recipes())
+    planned = {spec.name: spec.steps for spec in specs}
+    planned["int8"] = ()  # int8's recipe was something else before
+    have = {"fp32", "int8", "pruned"}  # distilled was removed, and is listed again
+    assert to_build(specs, planned, have, busy=set(), remeasure=False) == ["int8", "distilled"]
+    assert to_build(specs, planned, have, busy={"int8"}, remeasure=False) == ["distilled"]
+    assert to_build(specs, planned, have | {"distilled"}, busy=set(), remeasure=True) == [
+        "fp32",
+        "int8",
+        "pruned",
+        "distilled",
+    ]
+
+
+def test_a_composition_waits_for_its_parent_and_untrained_jobs_lead():
+    """pruned+int8 waits while pruned builds, int8 does not; two int8s lead a queue of fine-tunes."""
+    assert waits_for("pruned+int8", {"pruned"}) and not waits_for("int8", {"pruned"})
+    assert not waits_for("pruned", {"pruned+int8"})
+    specs = parse_variants(["fp32", "int8", "pruned", "pruned+int8", "distilled"], default_recipes())
+    assert untrained_prefix(["int8", "pruned", "pruned+int8"], specs, 12000) == 1
+    assert untrained_prefix(["pruned", "int8"], specs, 12000) == 0
 
 
 def test_a_quick_estimate_uses_a_fixed_subset_that_a_larger_one_contains():

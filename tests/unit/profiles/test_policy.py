@@ -66,7 +66,7 @@ def test_time_already_waited_counts_toward_shedding():
 
 
 def test_a_late_request_at_no_load_is_answered_not_shed():
-    """With nothing in flight or queued, a request a pause made late falls back: refusing it relieves nothing."""
+    """With nothing in flight or queued, a request a pause made late falls back: refusing relieves nothing."""
     decision = choose(CATALOG, Constraints(max_latency_ms=-15.5, shed_after_ms=22.5, waited_ms=23.0))
     assert (decision.variant, decision.reason) == ("distilled+int8", Reason.FALLBACK)
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 
 from tiergate.serving import schemas
-from tiergate.serving.errors import NotFound, ServingError, Unavailable, echo
+from tiergate.serving.errors import Conflict, NotFound, ServingError, Unavailable, echo
 from tiergate.serving.http.access import Access
 from tiergate.serving.http.errors import status_of
 from tiergate.serving.registry import VariantState
@@ -44,23 +44,30 @@ def add_admin_routes(app: FastAPI, access: Access) -> None:
         replica = access.admin(request)
         return await everywhere(replica, "reload-keys", lambda: _reload_keys(replica))
 
-    @app.post("/v1/admin/rebuild", status_code=202, responses=errors(401, 403, 404, 408, 413, 422, 503))
+    @app.post("/v1/admin/rebuild", status_code=202, responses=errors(401, 403, 404, 408, 409, 413, 422, 503))
     async def rebuild(request: Request, body: schemas.RebuildRequest | None = None):
-        """Ask the build coordinator to build a variant again (all of them without ``variant``);
-        202 with the command's number. 503 when no coordinator runs (no build board)."""
+        """Ask the build coordinator to build ``variant`` again (``force``: even though
+        cached); without ``variant``, to read its config file again and build what changed.
+        202 with the command's number; 409 when no coordinator runs (no build board); 503
+        when the board does not answer."""
         replica = access.admin(request)
         body = body or schemas.RebuildRequest()
         link = replica.board
         if link is None or not await link.connected():
-            raise Unavailable("no build coordinator is running (no build board): nothing can be rebuilt")
-        if body.variant is not None:
-            configured = {v.name for v in replica.registry if v.state is not VariantState.RETIRED}
-            known = configured | set(await link.call("status"))
-            if body.variant not in known:
-                raise NotFound(
-                    f"variant: unknown variant {echo(body.variant)}", field="variant", known=sorted(known)
-                )
-        seq = await link.post("rebuild", {"variant": body.variant, "force": body.force}, to="coordinator")
+            raise Conflict("no build coordinator is running (no build board): nothing can be rebuilt")
+        try:
+            if body.variant is not None:
+                configured = {v.name for v in replica.registry if v.state is not VariantState.RETIRED}
+                known = configured | set(await link.call("status"))
+                if body.variant not in known:
+                    raise NotFound(
+                        f"variant: unknown variant {echo(body.variant)}", field="variant", known=sorted(known)
+                    )
+            seq = await link.post("rebuild", {"variant": body.variant, "force": body.force}, to="coordinator")
+        except ServingError:
+            raise
+        except Exception as error:  # the board went away between the look-up and the call
+            raise Unavailable(f"the build board did not answer: {error}", retry_after_s=5) from None
         return {"accepted": seq}
 
 

@@ -154,12 +154,12 @@ def _admin_routes(client) -> list[tuple[str, str]]:
 
 def test_every_admin_route_needs_an_admin_key(client):
     """Each /v1/admin/* route: 401 without a key or with an unknown one, 403 for a tier-limited
-    or an all-tiers key; the admin key passes (200, or rebuild's 503: no build board here)."""
+    or an all-tiers key; the admin key passes (200, or rebuild's 409: no build board here)."""
     assert {path for _, path in _admin_routes(client)} >= {"/v1/admin/reprofile", "/v1/admin/reload-keys"}
     for method, path in _admin_routes(client):
         statuses = [client.request(method, path, headers=bearer(key)).status_code
                     for key in (None, UNKNOWN, LIMITED, ALL_TIERS, ADMIN)]  # fmt: skip
-        admitted = 503 if path == "/v1/admin/rebuild" else 200
+        admitted = 409 if path == "/v1/admin/rebuild" else 200
         assert statuses == [401, 401, 403, 403, admitted], (path, statuses)
 
 

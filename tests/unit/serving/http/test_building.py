@@ -151,7 +151,7 @@ def _with_board(tiny_menu, board: Board, member: str = "r1"):
 
 def test_rebuild_posts_a_command_for_the_coordinator(tiny_menu):
     """POST /v1/admin/rebuild: 202 with the command's seq, which the coordinator's poll gets; an
-    unknown variant is 404 naming it; without a board, 503."""
+    unknown variant is 404 naming it; without a board, 409 (nothing to ask)."""
     board = Board()
     board.report(BuildProgress("int8", BuildState.DONE).to_json())
     replica = _with_board(tiny_menu, board)
@@ -163,7 +163,7 @@ def test_rebuild_posts_a_command_for_the_coordinator(tiny_menu):
     ]
     unknown = _call(replica, "POST", "/v1/admin/rebuild", json={"variant": "nope"})
     assert unknown.status_code == 404 and "'nope'" in unknown.json()["error"]
-    assert _call(_fp32_only(tiny_menu), "POST", "/v1/admin/rebuild").status_code == 503
+    assert _call(_fp32_only(tiny_menu), "POST", "/v1/admin/rebuild").status_code == 409
 
 
 def test_reprofile_with_a_board_lists_every_replica(tiny_menu):
