@@ -9,7 +9,9 @@ build and after it (the baseline: the same gateway, same tier, no build) come fr
         [--compare .tiergate-cache/fashion-resnet18/manifest.json]
 
 ``--compare``: a manifest built all at once (``tiergate compress``); each variant's
-accuracy on the live menu is checked against its 95% interval there.
+accuracy on the live menu is checked against its 95% interval there. ``--make-run``:
+``make run`` in a fresh clone of this checkout instead (its venv created and installed
+first, the clock running from ``make``'s start). ``--set FIELD=VALUE``: for ``tiergate serve``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Stream:
     def __init__(self, started: float, tier: str, interval_s: float) -> None:
         self.started, self.tier, self.interval_s = started, tier, interval_s
         self.answers: list[tuple[float, int, float]] = []  # (sent at s since start, status, ms)
+        self.errors: list[str] = []  # the first bodies of 5xx answers
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -50,7 +53,10 @@ class Stream:
                 if wait > 0:
                     time.sleep(wait)
                 try:
-                    status = client.post(f"{GATEWAY}/v1/predict", json=body).status_code
+                    answer = client.post(f"{GATEWAY}/v1/predict", json=body)
+                    status = answer.status_code
+                    if status >= 500 and len(self.errors) < 10:
+                        self.errors.append(f"{scheduled - self.started:.1f} s: {answer.text[:300]}")
                 except httpx.HTTPError:
                     status = 0  # not listening yet (before the first answer), or a dropped connection
                 self.answers.append((scheduled - self.started, status, (time.monotonic() - scheduled) * 1000))
@@ -69,7 +75,14 @@ def catalog() -> tuple[dict[str, dict], bool]:
 def one_run(args: argparse.Namespace) -> dict:
     env = dict(os.environ, TIERGATE_CACHE_DIR=tempfile.mkdtemp(prefix="tiergate-cold-"))
     started = time.monotonic()
-    gateway = subprocess.Popen([sys.executable, "-m", "tiergate.cli", "serve"], env=env,
+    extra = [arg for setting in args.set for arg in ("--set", setting)]
+    command, cwd = [sys.executable, "-m", "tiergate.cli", "serve", *extra], None
+    if args.make_run:  # a fresh clone of this commit: `make run` creates its venv and installs first
+        cwd = Path(tempfile.mkdtemp(prefix="tiergate-fresh-")) / "tiergate"
+        subprocess.run(["git", "clone", "-q", str(Path(__file__).resolve().parents[2]), str(cwd)], check=True)
+        command = ["make", "run"]
+        started = time.monotonic()
+    gateway = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=bool(args.make_run),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     stream = Stream(started, args.tier, args.interval_ms / 1000)
     sender = threading.Thread(target=stream.run)
@@ -91,9 +104,12 @@ def one_run(args: argparse.Namespace) -> dict:
     finally:
         stream.stop.set()
         sender.join()
-        gateway.send_signal(signal.SIGINT)
+        if args.make_run:  # make's child, the gateway, gets the Ctrl-C as from a terminal
+            os.killpg(gateway.pid, signal.SIGINT)
+        else:
+            gateway.send_signal(signal.SIGINT)
         gateway.wait(180)
-    return summarize(stream.answers, joined, complete_s, rows, args)
+    return {**summarize(stream.answers, joined, complete_s, rows, args), "errors": stream.errors}
 
 
 def summarize(answers, joined, complete_s, rows, args) -> dict:
@@ -145,6 +161,9 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=60.0, help="the no-build baseline's length")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--compare", type=Path, help="a manifest built all at once, for accuracy")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="for tiergate serve"
+    )
     args = parser.parse_args()
     runs = []
     for index in range(args.runs):
