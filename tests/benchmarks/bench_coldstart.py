@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=60.0, help="the no-build baseline's length")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--compare", type=Path, help="a manifest built all at once, for accuracy")
+    parser.add_argument("--make-run", action="store_true",
+                        help="`make run` in a fresh clone (its own venv: install included)")  # fmt: skip
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="for tiergate serve"
     )
