@@ -51,7 +51,9 @@ class LiveBuildConfig(BaseModel):
         None, ge=1, description="build tasks at once; default: the cluster's CPUs less one, at least 1"
     )
     task_cpus: float = Field(1.0, gt=0, description="Ray CPUs each build task declares")
-    threads: int | None = Field(None, ge=1, description="torch and ORT threads per task (default: task_cpus)")
+    threads: int | None = Field(
+        None, ge=1, description="torch and ORT threads per task (default: the node's cores)"
+    )
     niceness: int = Field(19, ge=0, le=19, description="OS priority of build tasks (serving runs at 0 to 10)")
     quick_eval_samples: int = Field(
         2000, ge=0, description="cold fp32 first serves on this many test images' accuracy (0: all)"

@@ -19,12 +19,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tiergate import settings
 from tiergate.build.menu import candidate_of
-from tiergate.compression import Builder, VariantSpec, load_base, load_splits, parse_variants
+from tiergate.compression import (
+    Builder,
+    DataConfig,
+    Splits,
+    VariantSpec,
+    load_base,
+    load_splits,
+    parse_variants,
+)
 from tiergate.compression.integrity import Sealer
 from tiergate.compression.progress import observed
 from tiergate.config import AppConfig
@@ -75,20 +84,29 @@ def failure_reason(error: BaseException) -> str:
 
 
 def task_threads(config: AppConfig) -> int:
-    live = config.compress.live
-    return live.threads if live.threads is not None else max(1, int(live.task_cpus))
+    """``compress.live.threads``, else every core of the node the task runs on: at the
+    build's niceness, the threads beyond its declared CPUs run on what serving leaves idle."""
+    threads = config.compress.live.threads
+    return threads if threads is not None else max(1, len(os.sched_getaffinity(0)))
+
+
+@lru_cache(maxsize=2)
+def _splits(data: str) -> Splits:
+    """The data's splits, loaded once per build worker (tasks reuse their worker)."""
+    return load_splits(DataConfig.model_validate_json(data))
 
 
 def run_job(job: Job, board: Any | None) -> Measurement:
     """The task's body: the variant's measurement (its artifact built first if need be)."""
     config = job.config
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads = task_threads(config)
     import torch
 
     torch.set_num_threads(threads)
     reporter = Reporter(board, job.variant)
     reporter.state(BuildState.BUILDING, "loading data")
-    splits = load_splits(config.data)
+    splits = _splits(config.data.model_dump_json())
     sealer = Sealer(settings.menu_key())
     builder = Builder(config.model, splits, load_base(config.model, splits), config.compress.cache_dir,
                       config.compress.finetune_samples, sealer, scratch=job.scratch)  # fmt: skip
