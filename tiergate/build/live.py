@@ -32,7 +32,7 @@ from typing import Any
 from tiergate import settings
 from tiergate.build.follow import Follower, needs_restart
 from tiergate.build.menu import assemble_menu, candidate_of, load_inputs, menu_files
-from tiergate.build.plan import build_order, to_build, untrained_prefix, waits_for
+from tiergate.build.plan import build_order, to_build, waits_for
 from tiergate.build.tasks import Job, absolute_paths, failure_reason, remove_stale_scratch, spec_named, submit
 from tiergate.compression import Builder, CompressionError, parse_variants
 from tiergate.compression.integrity import Sealer
@@ -113,9 +113,9 @@ class LiveBuild:
         return True
 
     def _first_fp32(self) -> None:
-        """fp32 before anything serves: a quick estimate (cached, or one task now); its
-        full measurement comes after the variants that need no training (int8), so
-        those join the menu first."""
+        """fp32 before anything serves: a quick estimate (cached, or one task now); its full
+        measurement comes last, after every other variant has joined the menu (until then
+        fidelities count on the images the estimate used)."""
         samples = self.config.compress.live.quick_eval_samples or None
         fp32 = next(spec for spec in self._plan() if spec.name == "fp32")
         if samples is None or not self._from_cache(fp32, samples):
@@ -137,11 +137,9 @@ class LiveBuild:
             if self.measured["fp32"].samples is not None:  # an estimate: the full measurement later
                 self.queue.insert(0, job)
         full = next((job for job in self.queue if job.variant == "fp32"), None)
-        if full is not None:
+        if full is not None:  # serving already: its full measurement refines what the others get first
             self.queue.remove(full)
-            queued = [job.variant for job in self.queue]
-            at = untrained_prefix(queued, self._plan(), self.config.compress.finetune_samples)
-            self.queue.insert(at, full)
+            self.queue.append(full)
             self._report(BuildProgress("fp32", BuildState.QUEUED, "full measurement queued", 50.0))
 
     # -- the rest, in the background ---------------------------------------------------------

@@ -58,12 +58,3 @@ def waits_for(variant: str, busy: set[str]) -> bool:
     """Whether ``variant`` should wait for one of ``busy`` that it builds on (``pruned+int8``
     on ``pruned``): started together, both would train the same parent."""
     return any(variant.startswith(f"{other}+") for other in busy)
-
-
-def untrained_prefix(queued: Sequence[str], specs: Sequence[VariantSpec], finetune_samples: int) -> int:
-    """How many of ``queued`` at the front need no training (an int8 of the base, say)."""
-    passes = {spec.name: training_passes(spec, finetune_samples) for spec in specs}
-    count = 0
-    while count < len(queued) and passes.get(queued[count], 1) == 0:
-        count += 1
-    return count

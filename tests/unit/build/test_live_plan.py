@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiergate.build.plan import build_order, to_build, untrained_prefix, waits_for
+from tiergate.build.plan import build_order, to_build, waits_for
 from tiergate.build.tasks import Reporter, failure_reason
 from tiergate.compression import default_recipes, parse_variants
 from tiergate.compression.progress import observed, progress
@@ -40,13 +40,10 @@ def test_a_config_change_rebuilds_what_changed_or_came_back_and_nothing_busy():
     ]
 
 
-def test_a_composition_waits_for_its_parent_and_untrained_jobs_lead():
-    """pruned+int8 waits while pruned builds, int8 does not; two int8s lead a queue of fine-tunes."""
+def test_a_composition_waits_for_its_parent():
+    """pruned+int8 waits while pruned builds; int8 does not, nor pruned for pruned+int8."""
     assert waits_for("pruned+int8", {"pruned"}) and not waits_for("int8", {"pruned"})
     assert not waits_for("pruned", {"pruned+int8"})
-    specs = parse_variants(["fp32", "int8", "pruned", "pruned+int8", "distilled"], default_recipes())
-    assert untrained_prefix(["int8", "pruned", "pruned+int8"], specs, 12000) == 1
-    assert untrained_prefix(["pruned", "int8"], specs, 12000) == 0
 
 
 def test_a_quick_estimate_uses_a_fixed_subset_that_a_larger_one_contains():
