@@ -3,10 +3,12 @@ the command's start: the first 200 from /v1/predict, each variant's arrival on t
 menu, every variant serving, and every measurement final (fp32 first serves on a quick
 estimate, measured in full last). A paced stream at concurrency 1 (one request every
 ``--interval-ms``, latency counted from each request's scheduled send) runs from the
-start to ``--after-s`` seconds past the last variant's arrival, so its latency during the
-build and after it (the baseline: the same gateway, same tier, no build) come from one run.
+start to ``--after-s`` seconds past the last measurement, so its latency during the build
+and after it (the baseline: the same gateway, same model, no build) come from one run. The
+stream is pinned to fp32 (``--variant``), which serves from the first answer on: a tier's
+pick changes as variants join, and the ratio would compare two models.
 
-    .venv/bin/python -m tests.benchmarks.bench_coldstart [--runs 1] [--tier accurate]
+    .venv/bin/python -m tests.benchmarks.bench_coldstart [--runs 1] [--variant fp32 | --variant '' --tier T]
         [--compare .tiergate-cache/fashion-resnet18/manifest.json]
 
 ``--compare``: a manifest built all at once (``tiergate compress``); each variant's
@@ -39,14 +41,14 @@ class Stream:
     """One request at a time, each sent at its scheduled time (or at once when the last
     answer came later than that); latency is from the scheduled send."""
 
-    def __init__(self, started: float, tier: str, interval_s: float) -> None:
-        self.started, self.tier, self.interval_s = started, tier, interval_s
+    def __init__(self, started: float, body: dict, interval_s: float) -> None:
+        self.started, self.body, self.interval_s = started, body, interval_s
         self.answers: list[tuple[float, int, float]] = []  # (sent at s since start, status, ms)
         self.errors: list[str] = []  # the first bodies of 5xx answers
         self.stop = threading.Event()
 
     def run(self) -> None:
-        body = {"inputs": IMAGE, "tier": self.tier}
+        body = {"inputs": IMAGE, **self.body}
         with httpx.Client(timeout=10) as client:
             scheduled = time.monotonic()
             while not self.stop.is_set():
@@ -90,7 +92,8 @@ def one_run(args: argparse.Namespace) -> dict:
         started = time.monotonic()
     gateway = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=bool(args.make_run),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    stream = Stream(started, args.tier, args.interval_ms / 1000)
+    target = {"variant": args.variant} if args.variant else {"tier": args.tier}
+    stream = Stream(started, target, args.interval_ms / 1000)
     sender = threading.Thread(target=stream.run)
     sender.start()
     joined: dict[str, float] = {}
@@ -110,6 +113,7 @@ def one_run(args: argparse.Namespace) -> dict:
             time.sleep(1)
         complete_s = time.monotonic() - started
         time.sleep(args.after_s)
+        rows, _ = catalog()  # the final figures (a replica applies the last manifest within seconds)
     finally:
         stream.stop.set()
         sender.join()
@@ -166,7 +170,8 @@ def outside_interval(rows: dict[str, dict], manifest: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--tier", default="accurate")
+    parser.add_argument("--variant", default="fp32", help="the stream's pin: one model before and after")
+    parser.add_argument("--tier", default="accurate", help="the stream's tier, with --variant ''")
     parser.add_argument("--interval-ms", type=float, default=100.0)
     parser.add_argument("--after-s", type=float, default=60.0, help="the no-build baseline's length")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
