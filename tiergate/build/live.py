@@ -123,8 +123,8 @@ class LiveBuild:
 
             job = self.queue.pop(0)
             quick = Job(job.config, "fp32", job.scratch, samples=samples)
-            log.info("fp32: exporting and measuring (%s test images) before serving",
-                     samples or "all")  # fmt: skip
+            images = len(self.splits.test) if samples is None else min(samples, len(self.splits.test))
+            log.info("fp32: exporting and measuring (accuracy on %d test images) before serving", images)
             try:
                 self.measured["fp32"] = ray.get(self._submit(quick))
             except Exception as error:
@@ -201,7 +201,9 @@ class LiveBuild:
         if self._complete:
             return
         if self._bar is None:
-            self._bar = progress(desc="menu", unit="variant")
+            self._bar = progress(
+                desc="menu", bar_format="{desc}: {n}/{total} variants |{bar}| {elapsed}{postfix}"
+            )
         self._bar.total = len(self._wanted())
         self._bar.n = len([name for name in self.measured if name in self._wanted()])
         building = ", ".join(job.variant for job in self.running.values())
