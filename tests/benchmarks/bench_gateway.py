@@ -81,6 +81,7 @@ def wrk(url: str, body: dict, connections: int, duration_s: int) -> dict:
     return {
         "p50": ms("50%"), "p99": ms("99%"),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "errors": int(errors.group(1)) if errors else 0,
     }  # fmt: skip
 
