@@ -25,13 +25,15 @@ def test_app_builder_serves_fp32_first_and_its_coordinator_adds_the_rest(
     from ray import serve
 
     from tests.conftest import tiny_config
+    from tests.integration.conftest import SERVE_OVERRIDES
     from tiergate.application import app_builder
     from tiergate.build.coordinator import COORDINATOR_NAME
     from tiergate.serving.board import BOARD_NAMESPACE, board_actor
 
     serving = digits_config().serving
-    config = tiny_config(tmp_path / "cache", {"model.weights": str(tiny_weights),
-                                              "compress.live.quick_eval_samples": 100})  # fmt: skip
+    overrides = {"tiers": SERVE_OVERRIDES["tiers"], "model.weights": str(tiny_weights),
+                 "compress.live.quick_eval_samples": 100}  # fmt: skip
+    config = tiny_config(tmp_path / "cache", overrides)
     path = tmp_path / "tiergate.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     args = {"config": str(path), "serving.http.port": serving.http.port,

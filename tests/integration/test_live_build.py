@@ -62,6 +62,7 @@ def live(digits_config, tiny_weights, tmp_path_factory):
     from ray import serve
 
     from tests.conftest import tiny_config
+    from tests.integration.conftest import SERVE_OVERRIDES
     from tests.support.deployments import HOOKED
     from tiergate import runtime
     from tiergate.build.live import LiveBuild
@@ -71,6 +72,7 @@ def live(digits_config, tiny_weights, tmp_path_factory):
     serving = digits_config().serving
     cache = tmp_path_factory.mktemp("cold-cache")
     config = tiny_config(cache, {
+        "tiers": SERVE_OVERRIDES["tiers"],  # the session's tiers: the metrics test reads every app's
         "model.weights": str(tiny_weights), "compress.recipes.distilled": SLOW_DISTILL,
         "compress.live.quick_eval_samples": 100,
         "serving.http": serving.http.model_dump(), "serving.routing.menu_watch_interval_s": 0.2,
