@@ -65,7 +65,8 @@ lint: install
 
 # figures for BENCHMARKS.md (minutes; outside the test run): the variant menu (cold + warm
 # compress), gateway overhead against a bare uvicorn+ORT server (wrk, 127.0.0.1), SLO
-# attainment under open-loop overload, start-up time and memory
+# attainment under open-loop overload, start-up time and memory, serving while compressing
+# from an empty cache
 bench: install
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
 	$(BIN)/python -m tests.benchmarks.bench_menu --keep benchmarks
@@ -73,6 +74,7 @@ bench: install
 	$(BIN)/python -m tests.benchmarks.bench_gateway --pin --concurrency 1 8 32
 	$(BIN)/python -m tests.benchmarks.bench_overload --plot benchmarks/overload.png
 	$(BIN)/python -m tests.benchmarks.bench_startup
+	$(BIN)/python -m tests.benchmarks.bench_coldstart --runs 2 --compare .tiergate-cache/fashion-resnet18/manifest.json
 
 # the long reliability runs (minutes): 5x the gateway's capacity for 60 s, then a variant
 # replica killed under load in the per_variant topology
