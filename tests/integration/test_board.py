@@ -4,10 +4,10 @@ progress the board holds shows in the catalog."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
+
+from tests.support.polling import until
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +30,6 @@ def served(digits_config):
             ray.kill(board)
 
 
-def _until(condition, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.2)
-    return None
-
-
 def test_reprofile_over_http_reaches_both_replicas(served):
     """With the board up, POST /v1/admin/reprofile lists a result from each of the two replicas
     polling it (a run or a refusal with its status, never "no answer"); a reported build
@@ -53,7 +44,7 @@ def test_reprofile_over_http_reaches_both_replicas(served):
         members = ray.get(board.members.remote())
         return members if len(members) == 2 else None
 
-    members = _until(both_polling)
+    members = until(both_polling)
     assert members is not None, "two replicas never polled the board"
     response = httpx.post(f"{url}/v1/admin/reprofile", timeout=60)
     assert response.status_code in (200, 429, 503), response.text
@@ -66,4 +57,4 @@ def test_reprofile_over_http_reaches_both_replicas(served):
         rows = httpx.get(f"{url}/v1/variants", timeout=10).json()["variants"]
         return next(row for row in rows if row["name"] == "int8")["build"]
 
-    assert (_until(int8_build) or {}).get("percent") == 55.0
+    assert (until(int8_build) or {}).get("percent") == 55.0

@@ -15,6 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.polling import catalog, until
+
 pytestmark = pytest.mark.integration
 
 APP, PREFIX = "tiergate-live", "/live"
@@ -95,10 +97,6 @@ def live(digits_config, tiny_weights, tmp_path_factory):
         ray.kill(board)
 
 
-def _rows(url: str) -> dict[str, dict]:
-    return {row["name"]: row for row in httpx.get(f"{url}/v1/variants", timeout=10).json()["variants"]}
-
-
 def _processes_titled(title: str) -> list[int]:
     """The processes whose command line (a Ray worker's title: ``ray::<task name>``) starts with ``title``."""
     found = []
@@ -109,15 +107,6 @@ def _processes_titled(title: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def _until(condition, timeout_s: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_the_gateway_knows_from_its_start_what_is_still_building(live):
@@ -134,8 +123,8 @@ def test_variants_join_the_live_menu_while_requests_flow(live, digits):
     to it, while a stream of requests gets only 200s."""
     url, _, _, _ = live
     with Stream(url, digits.test.x[0].tolist()) as stream:
-        assert _until(lambda: _rows(url).get("int8", {}).get("state") == "serving")
-        assert _until(lambda: "int8" in stream.variants, 30)
+        assert until(lambda: catalog(url).get("int8", {}).get("state") == "serving", 120)
+        assert until(lambda: "int8" in stream.variants, 30)
     assert stream.statuses and set(stream.statuses) == {200}, stream.errors[:3]
 
 
@@ -144,32 +133,34 @@ def test_a_killed_build_task_skips_its_variant_and_leaves_no_files(live, digits)
     partial build is left in the cache, the menu's other variants keep serving, and the
     build goes on (fp32's full measurement lands)."""
     url, build, _, _ = live
-    assert _until(lambda: ((_rows(url).get("distilled", {}).get("build") or {}).get("percent") or 0) > 5)
+    assert until(
+        lambda: ((catalog(url).get("distilled", {}).get("build") or {}).get("percent") or 0) > 5, 120
+    )
     workers = _processes_titled("ray::build-distilled")
     assert len(workers) == 1
     os.kill(workers[0], signal.SIGKILL)
-    assert _until(lambda: _rows(url)["distilled"]["state"] == "failed", 60)
-    row = _rows(url)["distilled"]
+    assert until(lambda: catalog(url)["distilled"]["state"] == "failed", 60)
+    row = catalog(url)["distilled"]
     assert "died" in (row["state_reason"] or "").lower() or "crash" in (row["state_reason"] or "").lower()
     artifacts = build.config.compress.cache_dir / "artifacts"
     assert not [p.name for p in artifacts.iterdir() if p.name.startswith(".")]  # no scratch, no staging
-    assert {name for name, r in _rows(url).items() if r["state"] == "serving"} == {"fp32", "int8"}
+    assert {name for name, r in catalog(url).items() if r["state"] == "serving"} == {"fp32", "int8"}
     assert "distilled" in build.skipped
     # the build went on: fp32's full measurement (queued last) replaces its quick estimate
-    assert _until(lambda: _rows(url)["fp32"]["test_samples"] == len(digits.test))
+    assert until(lambda: catalog(url)["fp32"]["test_samples"] == len(digits.test), 120)
 
 
 def test_a_recipe_changed_in_the_config_is_rebuilt_and_swapped_in_without_a_failed_request(live, digits):
     """int8's calibration changed in the watched config file: a new int8 artifact is built
     and served in place of the old, while requests pinned to int8 all get 200s."""
     url, _, path, _ = live
-    assert _until(lambda: _rows(url).get("int8", {}).get("state") == "serving")
-    before = _rows(url)["int8"]["sha256"]
+    assert until(lambda: catalog(url).get("int8", {}).get("state") == "serving", 120)
+    before = catalog(url)["int8"]["sha256"]
     config = yaml.safe_load(path.read_text())
     config["compress"]["recipes"]["int8"]["calibration_samples"] = 32
     with Stream(url, digits.test.x[0].tolist()) as stream:
         stream.body = {"inputs": stream.body["inputs"], "variant": "int8"}
         path.write_text(yaml.safe_dump(config))
-        assert _until(lambda: _rows(url)["int8"]["sha256"] != before)
+        assert until(lambda: catalog(url)["int8"]["sha256"] != before, 120)
         time.sleep(1)  # requests on the new artifact
     assert stream.statuses and set(stream.statuses) == {200}, stream.errors[:3]

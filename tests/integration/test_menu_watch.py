@@ -4,10 +4,11 @@ is swapped in and a removed variant retired while requests flow, none of them fa
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
+
+from tests.support.polling import catalog, until
 
 pytestmark = pytest.mark.integration
 
@@ -26,19 +27,6 @@ def served(digits_config, tmp_path_factory):
     menu.write(manifest)
     for url in deployed(config, APP, PREFIX, manifest=manifest):
         yield url, manifest, menu
-
-
-def _rows(url: str) -> dict[str, dict]:
-    return {row["name"]: row for row in httpx.get(f"{url}/v1/variants", timeout=10).json()["variants"]}
-
-
-def _until(condition, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_rewritten_manifest_swaps_and_retires_variants_without_a_failed_request(served, digits):
@@ -61,16 +49,16 @@ def test_a_rewritten_manifest_swaps_and_retires_variants_without_a_failed_reques
     sender.start()
     try:
         changed.write(manifest)
-        swapped = _until(
+        swapped = until(
             lambda: (
-                (rows := _rows(url))["int8"]["sha256"] == distilled.sha256
+                (rows := catalog(url))["int8"]["sha256"] == distilled.sha256
                 and rows["distilled"]["state"] == "retired"
             )
         )
         menu.write(manifest)
-        restored = _until(
+        restored = until(
             lambda: (
-                (rows := _rows(url))["int8"]["sha256"] == int8.sha256
+                (rows := catalog(url))["int8"]["sha256"] == int8.sha256
                 and rows["distilled"]["state"] == "serving"
             )
         )

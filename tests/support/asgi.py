@@ -1,6 +1,8 @@
-"""A synchronous client for an ASGI app in-process (httpx over ASGITransport), for tests
-that send many requests to one app.
+"""Synchronous clients for a replica's app in-process (httpx over ASGITransport): one
+request on a fresh app (``call``), or many to one app on a loop that keeps running
+(``AppClient``).
 
+    call(replica, "GET", "/v1/variants")
     with AppClient(create_app(replica)) as client:
         client.request("POST", "/v1/predict", json=...)
 """
@@ -13,6 +15,20 @@ from collections.abc import Coroutine
 from typing import Any
 
 import httpx
+
+from tiergate.serving.http import create_app
+
+
+def call(replica, method: str, path: str, raise_app_exceptions: bool = True, **kwargs) -> httpx.Response:
+    """One request to a fresh app over ``replica`` (``raise_app_exceptions=False``: a 500
+    comes back as a response instead of raising)."""
+
+    async def go():
+        transport = httpx.ASGITransport(app=create_app(replica), raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
 
 
 class AppClient:

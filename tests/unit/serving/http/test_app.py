@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
+from tests.support.asgi import call as _call
 from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.config import AdmissionConfig, ServingConfig
-from tiergate.serving.http import VARIANT_HEADER, create_app
+from tiergate.serving.http import VARIANT_HEADER
 
 TIERS = {"accurate": Tier(max_latency_ms=1000.0, min_accuracy=0.5)}
 # each call runs on its own event loop (asyncio.run), and the loop-lag probe, started on the
@@ -22,15 +22,6 @@ SERVING = ServingConfig(admission=AdmissionConfig(max_loop_lag_ms=3_600_000))
 @pytest.fixture(scope="module")
 def replica(tiny_menu):
     return replica_for(tiny_menu, TIERS, variants=["fp32", "int8"], serving=SERVING)
-
-
-def _call(replica, method: str, path: str, **kwargs) -> httpx.Response:
-    async def go():
-        transport = httpx.ASGITransport(app=create_app(replica))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
 
 
 def test_predict_answers_with_the_variant_and_its_header(replica, digits):

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
+from tests.support.asgi import call as _call
 from tests.support.board import LocalBoardHandle
 from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.board import Board, BuildProgress, BuildState
 from tiergate.serving.boardlink import BoardLink
 from tiergate.serving.config import AdmissionConfig, ServingConfig
-from tiergate.serving.http import create_app
 from tiergate.serving.metrics import build_percents, variant_states
 
 # "fast": a bound no variant meets, so a request falls back (or, strict, is refused)
@@ -34,15 +33,6 @@ def building(tiny_menu):
     replica = _fp32_only(tiny_menu)
     replica.apply_build_status(INT8_BUILDING)
     return replica
-
-
-def _call(replica, method: str, path: str, **kwargs) -> httpx.Response:
-    async def go():
-        transport = httpx.ASGITransport(app=create_app(replica))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
 
 
 def test_the_catalog_shows_a_building_variant_with_its_progress(building):

@@ -12,12 +12,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.asgi import call
 from tests.support.replicas import replica_for
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.auth import AuthConfig
 from tiergate.serving.config import AdmissionConfig, ServingConfig
 from tiergate.serving.frontdoor import Door, FrontDoor
-from tiergate.serving.http import create_app
 
 TIERS = {"accurate": Tier(max_latency_ms=1000.0, min_accuracy=0.5), "open": Tier()}
 # each call runs on its own event loop (asyncio.run), and the loop-lag probe, started on the
@@ -44,12 +44,7 @@ def keyed(tiny_menu, tmp_path_factory):
 
 
 def _call(replica, method: str, path: str, **kwargs) -> httpx.Response:
-    async def go():
-        transport = httpx.ASGITransport(app=create_app(replica), raise_app_exceptions=False)  # 500s too
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
+    return call(replica, method, path, raise_app_exceptions=False, **kwargs)  # 500s too, as responses
 
 
 def _post(replica, path: str, content: bytes | str, headers: dict | None = None) -> httpx.Response:
