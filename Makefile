@@ -71,7 +71,7 @@ bench: install
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
 	$(BIN)/python -m tests.benchmarks.bench_menu --keep benchmarks
 	$(BIN)/tiergate compress >/dev/null
-	$(BIN)/python -m tests.benchmarks.bench_gateway --pin --concurrency 1 8 32
+	$(BIN)/python -m tests.benchmarks.bench_gateway
 	$(BIN)/python -m tests.benchmarks.bench_overload --plot benchmarks/overload.png
 	$(BIN)/python -m tests.benchmarks.bench_startup
 	$(BIN)/python -m tests.benchmarks.bench_coldstart --runs 2 --compare .tiergate-cache/fashion-resnet18/manifest.json

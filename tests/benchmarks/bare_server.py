@@ -1,45 +1,63 @@
-"""The baseline for gateway overhead: one ONNX file behind a single uvicorn process,
-parsing the same JSON and answering with the same top-1 label and score.
+"""The baseline for gateway overhead: one ONNX file behind a plain Starlette app on uvicorn,
+as many worker processes as the machine has cores, parsing the same JSON with orjson and
+answering with the same top-1 label and score. Each worker runs its own ORT session on
+one thread, at the priority Ray gives tiergate's replicas (nice 0). This is the server an
+engineer would write by hand for one model; `--workers 1` is the old single-process one.
 
-    python -m tests.benchmarks.bare_server MODEL.onnx --port 8100
+    python -m tests.benchmarks.bare_server MODEL.onnx --port 8100 [--workers N] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
+import orjson
 import uvicorn
-from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tiergate.profiles.measure import open_session
 
+MODEL_ENV, THREADS_ENV = "TIERGATE_BARE_MODEL", "TIERGATE_BARE_THREADS"
 
-def create_app(path: str, threads: int) -> FastAPI:
-    session = open_session(path, threads=threads)
+
+def create_app() -> Starlette:
+    """The app of one worker (uvicorn's factory: each worker process builds its own)."""
+    session = open_session(os.environ[MODEL_ENV], threads=int(os.environ.get(THREADS_ENV, "1")))
     name = session.get_inputs()[0].name
-    app = FastAPI()
 
-    @app.post("/predict")
-    async def predict(request: Request):
-        body = await request.json()
+    async def predict(request: Request) -> Response:
+        body = orjson.loads(await request.body())
         x = np.asarray(body["inputs"], dtype=np.float32)
         x = x[None] if x.ndim == 3 else x
         logits = session.run(None, {name: x})[0]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        return {"predictions": [{"index": int(p.argmax()), "score": float(p.max())} for p in probabilities]}
+        answer = {"predictions": [{"index": int(p.argmax()), "score": float(p.max())} for p in probabilities]}
+        return Response(orjson.dumps(answer), media_type="application/json")
 
-    return app
+    async def ready(request: Request) -> Response:
+        return Response(b"ready")
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/readyz", ready)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads per worker")
     args = parser.parse_args()
-    uvicorn.run(create_app(args.model, args.threads), host="127.0.0.1", port=args.port, log_level="warning")
+    os.environ[MODEL_ENV], os.environ[THREADS_ENV] = args.model, str(args.threads)
+    uvicorn.run(
+        "tests.benchmarks.bare_server:create_app", factory=True, workers=args.workers,
+        host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--plot", help="PNG of attainment and effective accuracy against load")
     parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
     args = parser.parse_args()
-    gateway = start_gateway(args.set)  # and this process (the client) to Ray's worker priority
+    gateway = start_gateway(args.set)
     try:
         print("| offered load | serving | sent | attainment % client (gateway) | effective accuracy % | "
               "goodput/s | errors | "
