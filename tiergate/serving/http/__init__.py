@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from tiergate import __version__
 from tiergate.serving.http.access import Access
 from tiergate.serving.http.admin import add_admin_routes
+from tiergate.serving.http.direct import Endpoint
 from tiergate.serving.http.errors import install_error_handlers
 from tiergate.serving.http.middleware import FastJSONRoute, RequestContext
 from tiergate.serving.http.openapi import document
@@ -31,8 +32,9 @@ def create_app(replica: Replica) -> RequestContext:
     app.router.route_class = FastJSONRoute
     install_error_handlers(app)
     access = Access(replica)
-    add_v1_routes(app, access)
+    direct: dict[str, Endpoint] = {}  # the hot routes, also served without FastAPI
+    add_v1_routes(app, access, direct)
     add_admin_routes(app, access)
     add_v2_routes(app, access)
     document(app)
-    return RequestContext(app, replica)
+    return RequestContext(app, replica, direct)

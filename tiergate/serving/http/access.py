@@ -38,7 +38,7 @@ def authenticate_scope(scope, keys: KeyRing | None) -> Response | None:
     """With API keys on, the 401 answer for a request without a valid key to any route but
     the probes and docs, given before its body is read or parsed; otherwise None, and the
     key's grant goes on in the scope's state."""
-    if keys is None or _is_open(_route_path(scope)):
+    if keys is None or _is_open(route_path(scope)):
         return None
     authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
     try:
@@ -48,7 +48,7 @@ def authenticate_scope(scope, keys: KeyRing | None) -> Response | None:
     return None
 
 
-def _route_path(scope) -> str:
+def route_path(scope) -> str:
     """The path as the app routes it: without the prefix it is mounted under (Serve's route_prefix)."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(f"{root}/") else path

@@ -3,6 +3,7 @@ and the body ``{"error": message, "field": ..., ...details}`` with ``Retry-After
 the error says when to come back.
 
     install_error_handlers(app)        # on the FastAPI app
+    response = error_response(error)   # the same answers where FastAPI is not in the way
     json_error(503, "not ready", retry_after_s=5)
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from tiergate.serving import errors
 from tiergate.serving.errors import capped
@@ -75,21 +76,37 @@ def _path(issue: dict[str, Any], prefix: str = "") -> str:
     return ".".join(filter(None, (prefix, path))) or "body"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(errors.ServingError)
-    async def serving_error(request: Request, error: errors.ServingError):
-        return answer(error)
+def invalid(error: RequestValidationError) -> Response:
+    """422 for a body or parameter that does not validate, naming the first field."""
+    issues = error.errors()
+    where = {"field": _path(issues[0])} if issues else {}
+    return json_error(422, problems(issues), **where)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException):
-        """Starlette's own answers (404 unknown path, 405, 400 unparsable body) as JSON errors."""
-        response = json_error(error.status_code, str(error.detail))
-        for name, value in (error.headers or {}).items():
-            response.headers[name] = value
+
+def starlette_answer(error: StarletteHTTPException) -> Response:
+    """Starlette's own answers (404 unknown path, 405, 400 unparsable body) as JSON errors."""
+    response = json_error(error.status_code, str(error.detail))
+    for name, value in (error.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(error: Exception) -> Response | None:
+    """The answer for an error a route raised; None for one that is a fault (a 500)."""
+    if isinstance(error, errors.ServingError):
+        return answer(error)
+    if isinstance(error, RequestValidationError):
+        return invalid(error)
+    if isinstance(error, StarletteHTTPException):
+        return starlette_answer(error)
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, error: Exception) -> Response:
+        response = error_response(error)
+        assert response is not None  # registered below only for the types it answers
         return response
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError):
-        issues = error.errors()
-        where = {"field": _path(issues[0])} if issues else {}
-        return json_error(422, problems(issues), **where)
+    for kind in (errors.ServingError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(kind, handle)

@@ -14,6 +14,8 @@ from tiergate.serving import schemas
 from tiergate.serving.auth import Target
 from tiergate.serving.building import build_row, build_summary, require_complete
 from tiergate.serving.http.access import Access
+from tiergate.serving.http.bodies import json_body
+from tiergate.serving.http.direct import Endpoint
 from tiergate.serving.registry import Variant
 from tiergate.serving.schemas import error_responses as errors
 
@@ -21,7 +23,8 @@ VARIANT_HEADER = "X-Tiergate-Variant"
 RouteBody = TypeVar("RouteBody", bound=schemas.RouteRequest)
 
 
-def add_v1_routes(app: FastAPI, access: Access) -> None:
+def add_v1_routes(app: FastAPI, access: Access, direct: dict[str, Endpoint]) -> None:
+    """The /v1 routes and probes on ``app``; the hot ones also into ``direct`` (path: endpoint)."""
     registry = access.replica.registry
 
     @app.get("/healthz")
@@ -39,12 +42,19 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse,
               responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))  # fmt: skip
-    async def predict(body: schemas.PredictRequest, request: Request):
+    async def predict(request: Request):
+        """The body (``PredictRequest``, documented in ``openapi``) is read here, not by
+        FastAPI, so that ``RequestContext`` can serve this route without FastAPI's
+        per-request machinery (``direct_routes``)."""
+        content_type = request.headers.get("content-type")
+        body = json_body(schemas.PredictRequest, await request.body(), content_type)
         body = _admitted(access, request, body)
         response = await access.ready().predict(body, request.state.request_id, request.state.trace)
         # serialized by pydantic-core in one pass (not model_dump, then the json module)
         return Response(response.model_dump_json(), media_type="application/json",
                         headers={VARIANT_HEADER: response.variant})  # fmt: skip
+
+    direct["/v1/predict"] = predict
 
     @app.post("/v1/route", response_model=schemas.Decision,
               responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))  # fmt: skip
