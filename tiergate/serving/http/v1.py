@@ -42,6 +42,9 @@ def add_v1_routes(app: FastAPI, access: Access) -> None:
     async def predict(body: schemas.PredictRequest, request: Request):
         body = _admitted(access, request, body)
         response = await access.ready().predict(body, request.state.request_id, request.state.trace)
+        access.replica.feedback.served(
+            response.request_id, request.state.trace, [p.index for p in response.predictions]
+        )
         # serialized by pydantic-core in one pass (not model_dump, then the json module)
         return Response(response.model_dump_json(), media_type="application/json",
                         headers={VARIANT_HEADER: response.variant})  # fmt: skip
