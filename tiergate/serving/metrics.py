@@ -23,7 +23,7 @@ Series (as Prometheus sees them):
                                                             0 for its other states (failed 1: not built)
   ray_tiergate_variant_build_percent{variant}               its build's progress, as the board reports it
   ray_tiergate_batch_size_bucket{variant,le}                images per ORT run
-  ray_tiergate_tier_{slo_target,max_latency_ms,accuracy_objective}{tier}
+  ray_tiergate_tier_{slo_target,max_latency_ms,accuracy_floor,accuracy_objective}{tier}
   ray_tiergate_in_bound_accuracy_total{tier,variant}        per served request within its tier's
                                                             latency bound, the offline accuracy of
                                                             the variant that served it (over
@@ -147,6 +147,9 @@ class Metrics:
         self.tier_objective = Gauge(
             "tiergate_tier_accuracy_objective", "Effective accuracy the tier must keep", tag_keys=("tier",)
         )
+        self.tier_floor = Gauge(
+            "tiergate_tier_accuracy_floor", "Accuracy floor of the tier (absolute)", tag_keys=("tier",)
+        )
         self.in_bound_accuracy = Counter(
             "tiergate_in_bound_accuracy",
             "Offline accuracy of the serving variant, added per request served within its tier's bound",
@@ -257,7 +260,11 @@ class Metrics:
             static.append((self.tier_target, tier.slo_target, {"tier": name}))
             if tier.max_latency_ms is not None:
                 static.append((self.tier_bound, tier.max_latency_ms, {"tier": name}))
-            objective = tier.objective(reference_quality) if reference_quality is not None else None
+            if reference_quality is None:
+                continue
+            floor, objective = tier.floor(reference_quality), tier.objective(reference_quality)
+            if floor is not None:
+                static.append((self.tier_floor, floor, {"tier": name}))
             if objective is not None:
                 static.append((self.tier_objective, objective, {"tier": name}))
         self._static = static

@@ -57,7 +57,14 @@ def registry(tiny_menu):
 
 def _recording(registry) -> Metrics:
     metrics = Metrics(ACCURACY_TIERS, registry)
-    for name in ("in_bound_accuracy", "labelled", "correct", "feedback_items", "tier_objective"):
+    for name in (
+        "in_bound_accuracy",
+        "labelled",
+        "correct",
+        "feedback_items",
+        "tier_objective",
+        "tier_floor",
+    ):
         setattr(metrics, name, Recorder())
     metrics.describe()
     return metrics
@@ -96,8 +103,10 @@ def test_feedback_counts_labelled_and_correct_by_bound_and_items_by_outcome(regi
 
 
 def test_accuracy_objective_gauge_is_the_floor_times_the_slo_target(registry):
-    """fast's objective is (fp32's accuracy - 0.1) x 0.99; a tier without a floor has none."""
+    """fast's floor is fp32's accuracy - 0.1 and its objective that x 0.99; a tier without
+    a floor has neither."""
     metrics = _recording(registry)
     metrics.flush()
     fp32 = registry.get("fp32").quality
+    assert metrics.tier_floor.values == {(("tier", "fast"),): pytest.approx(fp32 - 0.1)}
     assert metrics.tier_objective.values == {(("tier", "fast"),): pytest.approx((fp32 - 0.1) * 0.99)}
