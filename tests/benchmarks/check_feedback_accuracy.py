@@ -137,18 +137,18 @@ def check_variants(url, metrics_url, menu, images, labels, args) -> list[str]:
             break
         time.sleep(2)
     print(f"\n{'variant':<16}{'offline %':>10}{'offline ci95':>16}{'live %':>9}{'live wilson95':>16}"
-          f"{'n':>7}  live in offline ci95")  # fmt: skip
+          f"{'n':>7}  live in offline ci95  offline in live wilson95")  # fmt: skip
     failed = []
     for name, row in menu.items():
         labelled, correct = counts[name]
         low, high = row["accuracy_ci95"]
         live = correct / labelled
         live_low, live_high = wilson(int(correct), int(labelled))
-        inside = low <= live <= high
+        inside, holds_offline = low <= live <= high, live_low <= row["accuracy"] <= live_high
         failed += [] if inside else [name]
         print(f"{name:<16}{100 * row['accuracy']:>10.2f}{f'{100 * low:.2f}-{100 * high:.2f}':>16}"
               f"{100 * live:>9.2f}{f'{100 * live_low:.2f}-{100 * live_high:.2f}':>16}{int(labelled):>7}  "
-              f"{'yes' if inside else 'NO'}")  # fmt: skip
+              f"{'yes' if inside else 'NO':<22}{'yes' if holds_offline else 'NO'}")  # fmt: skip
     return failed
 
 
