@@ -84,15 +84,19 @@ def _recording_rules() -> list[str]:
 
 
 def test_rules_and_dashboard_queries_return_data(gateway, prometheus, digits):
-    """After traffic to every tier (and one refused request), every recording rule and every
-    dashboard query returns at least one series, and the tiergate series carry Serve's labels."""
-    body = {"inputs": digits.test.x[:2].tolist()}
+    """After traffic to every tier, each answer labelled by feedback (and one refused
+    request), every recording rule and every dashboard query returns at least one series,
+    and the tiergate series carry Serve's labels."""
+    body, labels = {"inputs": digits.test.x[:2].tolist()}, digits.test.y[:2].tolist()
     with httpx.Client(base_url=gateway, timeout=30) as client:
         tiers = list(client.get("/v1/tiers").json())
         deadline = time.monotonic() + 15  # several scrapes, so rate() has two samples per series
         while time.monotonic() < deadline:
             for tier in tiers:
-                assert client.post("/v1/predict", json={**body, "tier": tier}).status_code == 200
+                answer = client.post("/v1/predict", json={**body, "tier": tier})
+                assert answer.status_code == 200
+                label = {"request_id": answer.json()["request_id"], "label": labels}
+                assert client.post("/v1/feedback", json=label).json()["accepted"] == 1
             assert client.post("/v1/predict", json={**body, "variant": "int8"}).status_code == 200
             refused = client.post("/v1/predict", json={**body, "slo": {"min_accuracy": 1.0}})
             assert refused.status_code == 422 and refused.json()["reason"] == "rejected"
@@ -107,6 +111,13 @@ def test_rules_and_dashboard_queries_return_data(gateway, prometheus, digits):
     for tier in _query(prometheus, "ray_tiergate_tier_max_latency_ms"):
         assert any(float(le) == float(tier["value"][1]) for le in bounds if le != "+Inf")
 
+    labelled = _wait(
+        lambda: _query(prometheus, "ray_tiergate_feedback_labelled_total"), 30, "feedback series"
+    )
+    assert {"tier", "variant", "bound"} <= set(labelled[0]["metric"])
+    assert {s["metric"]["tier"] for s in _query(prometheus, "ray_tiergate_tier_accuracy_objective")} == set(
+        tiers
+    )
     empty = []
     for expr in [*_recording_rules(), *dashboard_queries(DASHBOARD)]:
         if not _wait_for_data(prometheus, expr):

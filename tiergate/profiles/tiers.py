@@ -4,7 +4,8 @@
     constraints_for(tiers["fast"], reference_quality=0.928, request=RequestSlo(max_latency_ms=1))
 
 A tier's floor is absolute (``min_accuracy``) or relative to the fp32 reference
-(``max_accuracy_drop``); a request may narrow its tier, never widen it.
+(``max_accuracy_drop``); a request may narrow its tier, never widen it. Beside its latency
+objective (``slo_target``), a tier has an accuracy objective (``objective``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Tier(BaseModel):
     min_accuracy: float | None = Field(None, ge=0, le=1)
     max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="below the fp32 reference")
     slo_target: float = Field(0.99, gt=0, lt=1, description="fraction of requests that must meet it")
+    accuracy_objective: float | None = Field(
+        None, gt=0, lt=1, description="target effective accuracy; default: the floor x slo_target"
+    )
 
     @model_validator(mode="after")
     def _one_floor(self) -> Tier:
@@ -35,6 +39,16 @@ class Tier(BaseModel):
         if self.max_accuracy_drop is not None:
             return reference_quality - self.max_accuracy_drop
         return self.min_accuracy
+
+    def objective(self, reference_quality: float) -> float | None:
+        """The effective accuracy the tier must keep (the accuracy of its answers served
+        within its bound, a late or failed one counting as wrong): ``accuracy_objective``,
+        else what a tier gives that answers exactly ``slo_target`` of its requests in time,
+        each from a variant exactly at its floor. None for a tier without a floor."""
+        if self.accuracy_objective is not None:
+            return self.accuracy_objective
+        floor = self.floor(reference_quality)
+        return None if floor is None else floor * self.slo_target
 
 
 MAX_LATENCY_MS = 86_400_000.0  # one day: the longest latency bound or deadline a request may give

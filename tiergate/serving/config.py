@@ -9,6 +9,7 @@
       routing: {default_tier, latency_headroom, variant_timeout_s, failure_cooldown_s, max_overhead_ms, ...}
       limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, body_read_timeout_s, ...}
       auth: {enabled, keys_file, watch_interval_s}
+      feedback: {enabled, max_answers, retention_s, max_items}
 
 What each setting costs or gains, measured, is in BENCHMARKS.md.
 """
@@ -247,6 +248,18 @@ class LimitsConfig(BaseModel):
     )
 
 
+class FeedbackConfig(BaseModel):
+    """Label feedback: the served answers each replica keeps for POST /v1/feedback to join
+    late ground truth to (``tiergate.serving.quality``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="keep served answers and take labels on POST /v1/feedback")
+    max_answers: int = Field(50_000, ge=1, description="answers kept per replica; past it the oldest go")
+    retention_s: float = Field(3600.0, gt=0, description="an answer can be labelled for this long")
+    max_items: int = Field(1000, ge=1, description="labels in one POST /v1/feedback; more: 422")
+
+
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -257,6 +270,7 @@ class ServingConfig(BaseModel):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys (off by default)")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
     @model_validator(mode="after")
     def _retry_fits_the_deadline(self) -> ServingConfig:

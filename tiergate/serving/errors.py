@@ -77,6 +77,10 @@ class Conflict(ServingError):
     a keys file that does not load, a variant in the wrong state)."""
 
 
+class Gone(ServingError):
+    """What the request names existed but is no longer held (an answer past its retention)."""
+
+
 class Unauthenticated(ServingError):
     """No API key, or an unknown one."""
 

@@ -29,6 +29,7 @@ from tiergate.serving.admission import Admission, Limits
 
 INFERENCE_PATHS = ("/v1/predict", "/infer")
 ROUTE_PATH = "/v1/route"
+FEEDBACK_PATH = "/v1/feedback"
 ADMIN_PATHS = "/v1/admin/"  # every admin operation
 REQUEST_ID = b"x-request-id"
 ID_REPLACED = b"x-request-id-replaced"  # answers a request whose own id was not taken: "invalid"
@@ -60,12 +61,12 @@ def is_inference(scope) -> bool:
 
 
 def is_admitted(scope) -> bool:
-    """A request that passes admission: inference, /v1/route and /v1/admin/* (each costs the
-    replica work, so none may bypass the in-flight cap and the loop-lag check)."""
+    """A request that passes admission: inference, /v1/route, /v1/feedback and /v1/admin/*
+    (each costs the replica work, so none may bypass the in-flight cap and the loop-lag check)."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return False
     path = scope["path"]
-    return path.endswith(INFERENCE_PATHS) or path.endswith(ROUTE_PATH) or ADMIN_PATHS in path
+    return path.endswith(INFERENCE_PATHS) or path.endswith((ROUTE_PATH, FEEDBACK_PATH)) or ADMIN_PATHS in path
 
 
 MAX_ERROR_CHARS = 1000  # a message past this is cut: no answer reflects a large input

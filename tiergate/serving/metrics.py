@@ -23,7 +23,17 @@ Series (as Prometheus sees them):
                                                             0 for its other states (failed 1: not built)
   ray_tiergate_variant_build_percent{variant}               its build's progress, as the board reports it
   ray_tiergate_batch_size_bucket{variant,le}                images per ORT run
-  ray_tiergate_tier_{slo_target,max_latency_ms}{tier}
+  ray_tiergate_tier_{slo_target,max_latency_ms,accuracy_floor,accuracy_objective}{tier}
+  ray_tiergate_in_bound_accuracy_total{tier,variant}        per served request within its tier's
+                                                            latency bound, the offline accuracy of
+                                                            the variant that served it (over
+                                                            slo_requests_total: effective accuracy)
+  ray_tiergate_feedback_{labelled,correct}_total{tier,variant,bound}
+                                                            images labelled by POST /v1/feedback,
+                                                            and of them predicted right; bound:
+                                                            met | missed, the tier's latency bound
+  ray_tiergate_feedback_items_total{outcome}                accepted, unknown, expired, duplicate,
+                                                            forbidden
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from collections.abc import Mapping
 
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.board import BuildState
+from tiergate.serving.quality import Answer, Outcome, in_bound, latency_bounds
 from tiergate.serving.registry import MenuRegistry, VariantState
 from tiergate.serving.trace import Trace
 
@@ -133,9 +144,33 @@ class Metrics:
         self.tier_bound = Gauge(
             "tiergate_tier_max_latency_ms", "Latency bound of the tier (ms)", tag_keys=("tier",)
         )
+        self.tier_objective = Gauge(
+            "tiergate_tier_accuracy_objective", "Effective accuracy the tier must keep", tag_keys=("tier",)
+        )
+        self.tier_floor = Gauge(
+            "tiergate_tier_accuracy_floor", "Accuracy floor of the tier (absolute)", tag_keys=("tier",)
+        )
+        self.in_bound_accuracy = Counter(
+            "tiergate_in_bound_accuracy",
+            "Offline accuracy of the serving variant, added per request served within its tier's bound",
+            tag_keys=("tier", "variant"),
+        )
+        feedback_keys = ("tier", "variant", "bound")
+        self.labelled = Counter(
+            "tiergate_feedback_labelled", "Images labelled by feedback", tag_keys=feedback_keys
+        )
+        self.correct = Counter(
+            "tiergate_feedback_correct", "Labelled images the variant predicted right", tag_keys=feedback_keys
+        )
+        self.feedback_items = Counter(
+            "tiergate_feedback_items", "Feedback items by outcome", tag_keys=("outcome",)
+        )
         self._answers: deque[tuple[Trace, int]] = deque()
         self._batches: deque[tuple[str, int]] = deque()
+        self._feedback: deque[tuple[Outcome, Answer | None, int, int]] = deque()
         self.tiers, self.registry = dict(tiers), registry
+        self._bounds = latency_bounds(tiers)
+        self._accuracy: dict[str, float] = {}  # each variant's offline accuracy, as describe() last saw
         self._static: list[tuple[object, float, dict[str, str]]] = []  # describe()'s gauges
         self._described = -1  # the registry version the gauges describe
 
@@ -145,11 +180,15 @@ class Metrics:
     def batch(self, variant: str, size: int) -> None:
         self._batches.append((variant, size))
 
+    def feedback(self, outcome: Outcome, answer: Answer | None, labelled: int, correct: int) -> None:
+        """One feedback item (``quality.Feedback`` calls this; counted at the next flush)."""
+        self._feedback.append((outcome, answer, labelled, correct))
+
     def flush(self) -> None:
         """Hand what was recorded since the last flush to Ray (thread-safe against request())."""
         answers = [self._answers.popleft() for _ in range(len(self._answers))]  # deque: thread-safe
         batches = [self._batches.popleft() for _ in range(len(self._batches))]
-        counts: defaultdict[tuple, int] = defaultdict(int)
+        counts: defaultdict[tuple, float] = defaultdict(int)
         for trace, status_code in answers:
             tier, variant = trace.tier or NONE, trace.variant or NONE
             counts[self.requests, ("tier", tier), ("variant", variant), ("code", str(status_code))] += 1
@@ -158,14 +197,38 @@ class Metrics:
             outcome = slo_outcome(status_code, trace.slo_met, trace.shed)
             if trace.tier is not None and outcome is not None:
                 counts[self.slo, ("tier", tier), ("outcome", outcome)] += 1
+                if 200 <= status_code < 300:
+                    self._count_in_bound(counts, trace)
             if 200 <= status_code < 300 and trace.latency_ms is not None:
                 self.latency.observe(trace.latency_ms, tags={"tier": tier, "variant": variant})
+        self._count_feedback(counts)
         for (metric, *tags), count in counts.items():
-            metric.inc(count, tags=dict(tags))
+            if count > 0:  # Ray refuses to add 0 (a variant measured at 0 accuracy)
+                metric.inc(count, tags=dict(tags))
         for variant, size in batches:
             self.batch_size.observe(size, tags={"variant": variant})
         for gauge, value, tags in self._static:
             gauge.set(value, tags=tags)
+
+    def _count_in_bound(self, counts: defaultdict[tuple, float], trace: Trace) -> None:
+        """A served request within its tier's bound adds its variant's offline accuracy."""
+        accuracy = self._accuracy.get(trace.variant or NONE)
+        if accuracy is not None and in_bound(self._bounds, trace.tier, trace.latency_ms):
+            counts[self.in_bound_accuracy, ("tier", trace.tier), ("variant", trace.variant)] += accuracy
+
+    def _count_feedback(self, counts: defaultdict[tuple, float]) -> None:
+        items = [self._feedback.popleft() for _ in range(len(self._feedback))]
+        for outcome, answer, labelled, correct in items:
+            counts[self.feedback_items, ("outcome", outcome.value)] += 1
+            if answer is None or not labelled:
+                continue
+            tags = (
+                ("tier", answer.tier or NONE),
+                ("variant", answer.variant),
+                ("bound", "met" if answer.in_bound else "missed"),
+            )
+            counts[self.labelled, *tags] += labelled
+            counts[self.correct, *tags] += correct
 
     def describe(self) -> None:
         """Gauges that describe the live menu and the tiers, rebuilt when the registry
@@ -175,6 +238,9 @@ class Metrics:
         if registry is None or registry.version == self._described:
             return
         self._described, static = registry.version, []
+        self._accuracy = {v.name: v.entry.quality for v in registry if v.entry is not None}
+        reference = registry.get(registry.reference)
+        reference_quality = reference.quality if reference is not None else None
         for name, state, value in variant_states(registry):
             static.append((self.state, value, {"variant": name, "state": state}))
         for variant in registry:
@@ -194,6 +260,13 @@ class Metrics:
             static.append((self.tier_target, tier.slo_target, {"tier": name}))
             if tier.max_latency_ms is not None:
                 static.append((self.tier_bound, tier.max_latency_ms, {"tier": name}))
+            if reference_quality is None:
+                continue
+            floor, objective = tier.floor(reference_quality), tier.objective(reference_quality)
+            if floor is not None:
+                static.append((self.tier_floor, floor, {"tier": name}))
+            if objective is not None:
+                static.append((self.tier_objective, objective, {"tier": name}))
         self._static = static
 
     def sample(self) -> None:

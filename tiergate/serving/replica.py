@@ -33,6 +33,7 @@ from tiergate.serving.errors import Conflict, Overloaded, Unavailable
 from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.loading import EngineOpener, concurrent_runs
+from tiergate.serving.quality import Answer, Feedback, Outcome
 from tiergate.serving.registry import MenuInfo, MenuRegistry, RegistryError, Variant, drain
 from tiergate.serving.trace import Trace
 
@@ -56,6 +57,8 @@ class MetricsSink(Protocol):
 
     def batch(self, variant: str, size: int) -> None: ...
 
+    def feedback(self, outcome: Outcome, answer: Answer | None, labelled: int, correct: int) -> None: ...
+
 
 class Replica:
     def __init__(
@@ -70,11 +73,16 @@ class Replica:
         menu_key: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
         board: BoardLink | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
         self.admission, self.keys, self.metrics, self.clock = admission, keys, metrics, clock
         self.menu_key = menu_key  # a new menu must be signed with it, when set
         self.board = board  # the build board, when one exists: build status and broadcast commands
+        # the answers served, kept for late labels (POST /v1/feedback)
+        self.feedback = (
+            feedback if feedback is not None else Feedback(spec.serving.feedback, spec.tiers, None, clock)
+        )
         self.limits = Limits.from_config(spec.serving)
         self._draining: set[asyncio.Task] = set()  # old engines answering what they hold
         # re-profiling times on its own thread, never the default pool requests decode in
@@ -128,7 +136,9 @@ class Replica:
         gateway = Gateway(registry, spec.tiers, decoder, routing_settings(serving), slots, clock=clock)
         admission.watch_lateness(gateway.lateness)  # refuse unread what routing would shed
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
-        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock, board)
+        classes = len(registry.info.classes) or None
+        feedback = Feedback(serving.feedback, spec.tiers, classes, clock, sink.feedback if sink else None)
+        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock, board, feedback)
 
     def record(self, trace: Trace, status_code: int) -> None:
         """An inference request's answer went out (the HTTP layer calls this)."""

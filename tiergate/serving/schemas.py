@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -101,10 +101,12 @@ class ErrorBody(BaseModel):
 ERROR_MEANINGS = {
     400: "a /v1 body that is not UTF-8 text, or malformed v2 binary framing",
     401: "API keys are on and the request has no valid key",
-    403: "the key does not allow this tier, variant or operation",
-    404: "unknown variant or model",
+    403: "the key does not allow this tier, variant or operation (or labelling what they served)",
+    404: "unknown variant or model, or feedback for an answer never served here",
     408: "the body did not arrive in full within serving.limits.body_read_timeout_s",
-    409: "not for this configuration (API keys off), or the keys file did not load (current keys stay)",
+    409: "not for this configuration (API keys off, feedback off), the keys file did not load (current "
+    "keys stay), or an answer labelled already (feedback: outcome 'duplicate')",
+    410: "feedback: the answer is no longer held (past serving.feedback.retention_s or max_answers)",
     413: "the body or an image is over the limits",
     422: "an input, tier or SLO the gateway will not serve (named in error/field)",
     429: "over the key's rate, or the variant's queue could not answer by the deadline (Retry-After)",
@@ -128,3 +130,57 @@ class RebuildRequest(BaseModel):
         None, max_length=NAME_CHARS, description="a configured variant; absent: the config file read again"
     )
     force: bool = Field(False, description="rebuild even when the artifact cache holds a build of it")
+
+
+ClassIndex = Annotated[int, Field(ge=0, description="a class index: the model's output position")]
+FeedbackLabel = ClassIndex | list[ClassIndex]
+FEEDBACK_LABEL = (
+    "the true class index; for a request of several images, a list with one per image, in the "
+    "request's order (an int is the same as a list of one)"
+)
+
+
+class FeedbackItem(BaseModel):
+    """One label for one answered request."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str = Field(
+        min_length=1, max_length=NAME_CHARS, description="the answer's id: /v1 request_id, v2 id"
+    )
+    label: FeedbackLabel = Field(description=FEEDBACK_LABEL)
+
+
+class FeedbackRequest(BaseModel):
+    """POST /v1/feedback: ``{"request_id", "label"}`` for one answer, or ``{"items": [...]}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str | None = Field(None, min_length=1, max_length=NAME_CHARS, description="one answer's id")
+    label: FeedbackLabel | None = Field(None, description=FEEDBACK_LABEL)
+    items: list[FeedbackItem] | None = Field(
+        None, min_length=1, description="several labels; at most serving.feedback.max_items"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FeedbackRequest:
+        single = self.request_id is not None or self.label is not None
+        if self.items is not None and single:
+            raise ValueError("give either 'items' or 'request_id' and 'label', not both")
+        if self.items is None and (self.request_id is None or self.label is None):
+            raise ValueError("give 'request_id' and 'label', or 'items'")
+        return self
+
+
+class FeedbackResult(BaseModel):
+    request_id: str
+    outcome: Literal["accepted", "unknown", "expired", "duplicate", "forbidden"]
+    variant: str | None = Field(None, description="accepted: the variant that served the answer")
+    tier: str | None = Field(None, description="accepted: the tier it was served under")
+    labelled: int = Field(0, description="accepted: images labelled")
+    correct: int = Field(0, description="accepted: of them, predicted right")
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="items accepted")
+    results: list[FeedbackResult] = Field(description="one per item, in order")

@@ -47,6 +47,12 @@ EXPORTED_METRICS = frozenset(
         "ray_tiergate_batch_size_bucket",
         "ray_tiergate_tier_slo_target",
         "ray_tiergate_tier_max_latency_ms",
+        "ray_tiergate_tier_accuracy_objective",
+        "ray_tiergate_tier_accuracy_floor",
+        "ray_tiergate_in_bound_accuracy_total",
+        "ray_tiergate_feedback_labelled_total",
+        "ray_tiergate_feedback_correct_total",
+        "ray_tiergate_feedback_items_total",
         # Ray Serve 2.60's own, emitted for an HTTP application
         "ray_serve_num_http_requests_total",
         "ray_serve_num_ongoing_http_requests",

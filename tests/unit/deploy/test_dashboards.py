@@ -27,12 +27,13 @@ DS_VARIABLE = "${DS_PROMETHEUS}"
 # series with a tier label: a dashboard query on them must honour the tier selector
 TIER_SERIES = re.compile(
     r"(ray_tiergate_(?:requests_total|request_latency_ms_\w+|slo_requests_total|routing_decisions_total|"
-    r"tier_\w+)|tiergate:[\w:]+)(\{[^}]*\})?"
+    r"tier_\w+|in_bound_accuracy_total|feedback_(?:labelled|correct)_total)"
+    r"|tiergate:(?!variant_(?:live|offline)_)[\w:]+)(\{[^}]*\})?"  # tiergate:variant_live_*: by variant only
 )
 
 # A healthy gateway after a few minutes of traffic, as scraped (Ray's labels included): two
 # tiers, two variants, every request served and within its SLO, so no outcome="missed" and
-# no error codes exist. One sample every 15s for 10 minutes.
+# no error codes exist, and labels fed back for some answers. One sample every 15s for 10 minutes.
 RAY = 'application="tiergate", deployment="Gateway", replica="r1"'
 FAST, BALANCED = 'tier="fast", variant="int8"', 'tier="balanced", variant="fp32"'
 
@@ -59,6 +60,18 @@ HEALTHY = {
     series("ray_tiergate_tier_slo_target", 'tier="balanced"'): "0.99+0x40",
     series("ray_tiergate_tier_max_latency_ms", 'tier="fast"'): "5+0x40",
     series("ray_tiergate_tier_max_latency_ms", 'tier="balanced"'): "15+0x40",
+    series("ray_tiergate_tier_accuracy_objective", 'tier="fast"'): "0.889+0x40",
+    series("ray_tiergate_tier_accuracy_objective", 'tier="balanced"'): "0.909+0x40",
+    series("ray_tiergate_tier_accuracy_floor", 'tier="fast"'): "0.898+0x40",
+    series("ray_tiergate_tier_accuracy_floor", 'tier="balanced"'): "0.918+0x40",
+    series("ray_tiergate_in_bound_accuracy_total", FAST): "0+27.6x40",
+    series("ray_tiergate_in_bound_accuracy_total", BALANCED): "0+18.6x40",
+    # labels fed back for some answers: right or wrong, all in bound (no bound="missed")
+    series("ray_tiergate_feedback_labelled_total", f'{FAST}, bound="met"'): "0+10x40",
+    series("ray_tiergate_feedback_correct_total", f'{FAST}, bound="met"'): "0+9x40",
+    series("ray_tiergate_feedback_labelled_total", f'{BALANCED}, bound="met"'): "0+5x40",
+    series("ray_tiergate_feedback_correct_total", f'{BALANCED}, bound="met"'): "0+5x40",
+    series("ray_tiergate_feedback_items_total", 'outcome="accepted"'): "0+15x40",
     **{
         series(gauge, f'variant="{variant}"'): "1+0x40"
         for gauge in EXPORTED_METRICS
@@ -207,3 +220,22 @@ def test_every_query_and_recorded_series_has_data_for_a_healthy_gateway(tmp_path
     result = subprocess.run(["promtool", "test", "rules", "queries_test.yml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _panel_exprs(dashboard: dict, title: str) -> str:
+    (panel,) = [panel for panel in all_panels(dashboard) if panel["title"] == title]
+    return "\n".join(target["expr"] for target in panel["targets"])
+
+
+def test_accuracy_panels_set_each_sli_against_its_target(dashboard):
+    """Per tier, effective accuracy (offline-weighted and from labels) is drawn against the
+    tier's objective and floor; per variant, live accuracy with both Wilson bounds against
+    the offline figure."""
+    tiers = _panel_exprs(dashboard, "Effective accuracy vs objective")
+    for series in ("tiergate:effective_accuracy:", "tiergate:live_effective_accuracy:",
+                   "tiergate:accuracy_objective{", "tiergate:accuracy_floor{"):  # fmt: skip
+        assert series in tiers
+    variants = _panel_exprs(dashboard, "Live accuracy by variant")
+    for series in ("tiergate:variant_live_accuracy:ratio_rate", "wilson_lower_rate", "wilson_upper_rate",
+                   "tiergate:variant_offline_accuracy{"):  # fmt: skip
+        assert series in variants

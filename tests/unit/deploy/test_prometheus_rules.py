@@ -69,7 +69,8 @@ def test_promtool_checks_rules():
 
 
 def test_promtool_rule_unit_tests_pass():
-    """rules_test.yml passes: fast burns page, slow burns ticket, in-budget traffic is quiet."""
+    """rules_test.yml passes: fast burns page, slow burns ticket, in-budget traffic is quiet,
+    for the latency SLO and for accuracy (from offline figures and from labels)."""
     result = promtool("test", "rules", "rules_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -95,12 +96,38 @@ def test_every_window_has_error_ratio_sli_and_burn_rate():
     assert {"tiergate:slo_target", "tiergate:slo_budget_remaining:ratio_rate3d"} <= recorded
 
 
-def test_alerts_are_page_and_ticket_and_name_the_tier():
-    """The burn-rate alerts are one page and one ticket alert, annotated with the tier."""
-    alerts = {rule["alert"]: rule for rule in rules() if rule.get("alert", "").startswith("TiergateSLO")}
+def test_every_window_has_the_accuracy_slis_burn_rates_and_live_accuracy():
+    """Each SLO window records the effective accuracy (offline-weighted and from labels), its
+    errors and burn rate per tier, and each variant's live accuracy with its Wilson interval."""
+    recorded = recording_rules()
+    for window in WINDOWS:
+        for family in (
+            "tiergate:effective_accuracy:ratio_rate", "tiergate:accuracy_errors:ratio_rate",
+            "tiergate:accuracy_burn_rate:ratio_rate", "tiergate:live_effective_accuracy:ratio_rate",
+            "tiergate:live_accuracy_errors:ratio_rate", "tiergate:live_accuracy_burn_rate:ratio_rate",
+            "tiergate:feedback_labelled:increase", "tiergate:variant_live_accuracy:ratio_rate",
+            "tiergate:variant_live_labelled:increase", "tiergate:variant_live_accuracy:wilson_lower_rate",
+            "tiergate:variant_live_accuracy:wilson_upper_rate",
+        ):  # fmt: skip
+            assert f"{family}{window}" in recorded
+    assert {
+        "tiergate:accuracy_objective", "tiergate:accuracy_floor", "tiergate:variant_offline_accuracy",
+        "tiergate:accuracy_budget_remaining:ratio_rate3d",
+    } <= recorded  # fmt: skip
+
+
+@pytest.mark.parametrize("prefix", ["TiergateSLO", "TiergateAccuracy", "TiergateLiveAccuracy"])
+def test_alerts_are_page_and_ticket_and_name_the_tier(prefix):
+    """Each family of burn-rate alerts (latency SLO, accuracy from offline figures, accuracy
+    from labels) is one page and one ticket alert, annotated with the tier."""
+    alerts = {
+        rule["alert"]: rule
+        for rule in rules()
+        if rule.get("alert", "").startswith(prefix) and rule["alert"].endswith("Burn")
+    }
     assert {name: rule["labels"]["severity"] for name, rule in alerts.items()} == {
-        "TiergateSLOPageBurn": "page",
-        "TiergateSLOTicketBurn": "ticket",
+        f"{prefix}PageBurn": "page",
+        f"{prefix}TicketBurn": "ticket",
     }
     for rule in alerts.values():
         assert "{{ $labels.tier }}" in rule["annotations"]["summary"]

@@ -41,3 +41,12 @@ def test_request_can_narrow_but_never_widen_its_tier(name, latency, accuracy):
     assert combined.min_accuracy >= tier.floor(0.93)
     if accuracy is not None:
         assert combined.min_accuracy >= accuracy
+
+
+def test_accuracy_objective_defaults_to_the_floor_times_the_slo_target():
+    """Without accuracy_objective a tier's objective is its floor x slo_target (none without
+    a floor); a configured one wins."""
+    assert Tier(max_accuracy_drop=0.03, slo_target=0.99).objective(0.93) == pytest.approx(0.9 * 0.99)
+    assert Tier(min_accuracy=0.8, slo_target=0.95).objective(0.93) == pytest.approx(0.76)
+    assert Tier(max_latency_ms=5).objective(0.93) is None
+    assert Tier(min_accuracy=0.8, accuracy_objective=0.85).objective(0.93) == 0.85

@@ -1,6 +1,6 @@
-"""/v1/route and /v1/admin/* pass the same admission as inference, and re-profiling cannot
-be used to poison routing: one at a time, at most once per interval, only on a quiet
-replica, on its own thread. Real HTTP app over a replica with real ORT engines (no Ray)."""
+"""/v1/route, /v1/feedback and /v1/admin/* pass the same admission as inference, and
+re-profiling cannot be used to poison routing: one at a time, at most once per interval,
+only on a quiet replica, on its own thread. Real HTTP app over a replica with real ORT engines (no Ray)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ async def _while_timing(replica, client, during):
 # -- admission ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1/route", "/v1/admin/reprofile", "/v1/admin/reload-keys"])
+@pytest.mark.parametrize(
+    "path", ["/v1/route", "/v1/feedback", "/v1/admin/reprofile", "/v1/admin/reload-keys"]
+)
 def test_route_and_admin_calls_are_refused_past_max_in_flight(tiny_menu, path):
     """With max_in_flight 1 and one request inside, POST /v1/route and /v1/admin/* get the
     front door's 503 naming serving.admission.max_in_flight, while GET /v1/variants passes."""
@@ -87,7 +89,9 @@ def test_admitted_route_calls_are_not_counted_as_inference(tiny_menu, digits):
     assert replica.admission.in_flight == 0
 
 
-@pytest.mark.parametrize("path", ["/v1/route", "/app/v1/admin/reprofile", "/app/v1/admin/reload-keys"])
+@pytest.mark.parametrize(
+    "path", ["/v1/route", "/app/v1/feedback", "/app/v1/admin/reprofile", "/app/v1/admin/reload-keys"]
+)
 def test_front_door_refuses_route_and_admin_calls_too(path):
     """FrontDoor (Serve's HAProxy ingress) refuses POST /v1/route and /v1/admin/*, behind a
     route prefix too, with 503 past max_in_flight, without calling the app."""

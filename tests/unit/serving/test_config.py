@@ -60,6 +60,10 @@ DEFAULTS = {
     "limits.image_decode_timeout_ms": 1000.0,
     "limits.image_decode_threads": 2,
     "limits.body_read_timeout_s": 10.0,
+    "feedback.enabled": True,
+    "feedback.max_answers": 50_000,
+    "feedback.retention_s": 3600.0,
+    "feedback.max_items": 1000,
 }
 
 

@@ -1,6 +1,6 @@
-"""The HTTP surface of a serving replica: /v1, the Open Inference Protocol (v2), admin
-routes and the probes, over a ``Replica``. Everything it decides comes from the gateway;
-``errors`` is the one place that turns the gateway's errors into statuses.
+"""The HTTP surface of a serving replica: /v1, label feedback, the Open Inference Protocol
+(v2), admin routes and the probes, over a ``Replica``. Everything it decides comes from
+the gateway; ``errors`` is the one place that turns the gateway's errors into statuses.
 
     app = create_app(replica)   # an ASGI app: RequestContext around FastAPI
 """
@@ -14,6 +14,7 @@ from tiergate.serving.http.access import Access
 from tiergate.serving.http.admin import add_admin_routes
 from tiergate.serving.http.direct import Endpoint
 from tiergate.serving.http.errors import install_error_handlers
+from tiergate.serving.http.feedback import add_feedback_routes
 from tiergate.serving.http.middleware import FastJSONRoute, RequestContext
 from tiergate.serving.http.openapi import document
 from tiergate.serving.http.v1 import VARIANT_HEADER, add_v1_routes
@@ -34,6 +35,7 @@ def create_app(replica: Replica) -> RequestContext:
     access = Access(replica)
     direct: dict[str, Endpoint] = {}  # the hot routes, also served without FastAPI
     add_v1_routes(app, access, direct)
+    add_feedback_routes(app, access)
     add_admin_routes(app, access)
     add_v2_routes(app, access)
     document(app)

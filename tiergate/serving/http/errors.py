@@ -27,6 +27,7 @@ STATUS: dict[type[errors.ServingError], int] = {
     errors.NotFound: 404,
     errors.BodyTimeout: 408,
     errors.Conflict: 409,
+    errors.Gone: 410,
     errors.TooLarge: 413,
     errors.InvalidRequest: 422,
     errors.Unsatisfiable: 422,

@@ -45,11 +45,14 @@ def add_v1_routes(app: FastAPI, access: Access, direct: dict[str, Endpoint]) -> 
     async def predict(request: Request):
         """The body (``PredictRequest``, documented in ``openapi``) is read here, not by
         FastAPI, so that ``RequestContext`` can serve this route without FastAPI's
-        per-request machinery (``direct_routes``)."""
+        per-request machinery (``direct``)."""
         content_type = request.headers.get("content-type")
         body = json_body(schemas.PredictRequest, await request.body(), content_type)
         body = _admitted(access, request, body)
         response = await access.ready().predict(body, request.state.request_id, request.state.trace)
+        access.replica.feedback.served(
+            response.request_id, request.state.trace, [p.index for p in response.predictions]
+        )
         # serialized by pydantic-core in one pass (not model_dump, then the json module)
         return Response(response.model_dump_json(), media_type="application/json",
                         headers={VARIANT_HEADER: response.variant})  # fmt: skip
