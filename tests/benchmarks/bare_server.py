@@ -1,8 +1,8 @@
 """The baseline for gateway overhead: one ONNX file behind a plain Starlette app on uvicorn,
-as many worker processes as the machine has cores, parsing the same JSON with orjson and
-answering with the same top-1 label and score. Each worker runs its own ORT session on
-one thread, at the priority Ray gives tiergate's replicas (nice 0). This is the server an
-engineer would write by hand for one model; `--workers 1` is the old single-process one.
+as many worker processes as the machine has cores (each on its own SO_REUSEPORT socket),
+parsing the same JSON with orjson and answering with the same top-1 label and score. Each
+worker runs its own ORT session on one thread, at the priority Ray gives tiergate's
+replicas (nice 0). This is the server an engineer would write by hand for one model.
 
     python -m tests.benchmarks.bare_server MODEL.onnx --port 8100 [--workers N] [--threads 1]
 """
@@ -10,7 +10,10 @@ engineer would write by hand for one model; `--workers 1` is the old single-proc
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import signal
+import socket
 
 import numpy as np
 import orjson
@@ -46,6 +49,18 @@ def create_app() -> Starlette:
     return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/readyz", ready)])
 
 
+def serve_worker(port: int) -> None:
+    """One worker process: its own socket on ``port`` with SO_REUSEPORT, so the kernel spreads
+    connections evenly over the workers (a shared socket, uvicorn's ``--workers``, lets one
+    worker accept most of a burst of connections and leaves the other cores idle)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(create_app(), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])  # not fd=: uvicorn takes an fd for a UNIX socket
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -54,10 +69,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads per worker")
     args = parser.parse_args()
     os.environ[MODEL_ENV], os.environ[THREADS_ENV] = args.model, str(args.threads)
-    uvicorn.run(
-        "tests.benchmarks.bare_server:create_app", factory=True, workers=args.workers,
-        host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-    )  # fmt: skip
+    workers = [multiprocessing.Process(target=serve_worker, args=(args.port,)) for _ in range(args.workers)]
+    for worker in workers:
+        worker.start()
+    signal.signal(signal.SIGINT, lambda *_: [w.terminate() for w in workers])
+    signal.signal(signal.SIGTERM, lambda *_: [w.terminate() for w in workers])
+    for worker in workers:
+        worker.join()
 
 
 if __name__ == "__main__":
