@@ -4,19 +4,24 @@ Each variant a tier may use is its own Ray Serve deployment (``topology: per_var
 10 to 100 replicas, autoscaled by Ray's default rule (``simscale.autoscaler``); tiergate's
 real routing (``policy.choose`` with the live figures ``MenuView.live`` derives) sends
 each request to one of them. Run times are drawn from the menu manifest's measured p50/p95
-per batch size. Scenarios, one seeded run each:
+per batch size. Scenarios (by key), one seeded run each, Ray's autoscaling defaults but for
+the bounds (10 to 100 replicas) and target_ongoing_requests:
 
-  step 3x, target T      the load steps from 0.4x to 1.2x of the preferred variant's capacity
-                         at 10 replicas, and back, with autoscaling at each --targets value
-  step 3x, fixed         the same with 10 fixed replicas per variant: routing alone
-  ... routing sees N     routing divides in-flight requests by N replicas, as tiergate does
-                         today with autoscaling (its VariantDeployment.replicas, 1 by default)
-  sine                   the load swings from 0.4x to 3x and back every 300 s
+  target-T    the load steps from 0.4x to 1.2x of the preferred variant's capacity at 10
+              replicas at 60 s, and back at 300 s; target T, each of --targets
+  fixed       the same step on 10 fixed replicas per variant: routing alone
+  sees-N      the step, target --targets[0], with routing dividing in-flight requests by N
+              replicas whatever runs: what tiergate does today with autoscaling (it is given
+              the variant's VariantDeployment.replicas, 1 by default), N = 1 and 10
+  hunt        the step with downscale_delay_s 60 s (Ray: 600 s)
+  hunt-alone  the same with the preferred variant alone: no cheaper variant to route to
+  sine        the load swings from 0.4x to 3x and back every 300 s
 
 and prints, per scenario, the criteria of ``simscale.report`` as a markdown table.
 
     .venv/bin/python -m tests.benchmarks.sim_autoscale [--manifest benchmarks/menu.json] \\
-        [--tier accurate] [--targets 1 2] [--seed 1] [--plot benchmarks/sim_autoscale.png]
+        [--tier accurate] [--targets 1 2] [--seed 1] [--plot benchmarks/sim_autoscale.png] \\
+        [--only KEY ...] [--headroom 0.5] [--hop-ms 1.0]
 """
 
 from __future__ import annotations
@@ -120,8 +125,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--only", nargs="+", default=None, help="run only the scenarios with these keys")
+    parser.add_argument("--headroom", type=float, default=0.5, help="serving.routing.latency_headroom")
+    parser.add_argument("--hop-ms", type=float, default=1.0, help="the Serve handle call's round trip")
     args = parser.parse_args()  # fmt: skip
-    menu, model = Menu.read(args.manifest), GatewayModel()
+    menu, model = Menu.read(args.manifest), GatewayModel(latency_headroom=args.headroom, hop_ms=args.hop_ms)
     print(describe(menu, args.manifest, args.tier, model), flush=True)
     results, rows = [], []
     chosen = [s for s in scenarios(args.targets, model) if args.only is None or s.key in args.only]
