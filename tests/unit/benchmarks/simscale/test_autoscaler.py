@@ -99,8 +99,7 @@ def test_upscale_waits_for_its_delay():
 
 
 def test_window_mean_is_time_weighted_over_the_look_back():
-    """The controller's figure: pushed samples, each held until the next, the last until now,
-    over the look-back period only."""
+    """The controller's mean: pushed samples only, each held until the next, within the look-back."""
     window = OngoingWindow(AutoscalingConfig(look_back_period_s=30.0))
     window.record(0.0, 100.0)
     window.push(0.0)

@@ -21,7 +21,7 @@ def menu() -> Menu:
 
 
 def small(target: float, horizon_s: float = 200.0) -> Scenario:
-    """The accurate tier on two fp32 and two int8 replicas (Ray's delays), load tripled at 20 s."""
+    """The accurate tier, 2 fp32 and 2 int8 replicas to start (fp32 allowance 2.5), load tripled at 20 s."""
     config = AutoscalingConfig(min_replicas=2, max_replicas=20, target_ongoing_requests=target)
     return Scenario("small", Step(0.4, 3.0, 20.0, 1e9), config, horizon_s=horizon_s, initial_replicas=2)
 
@@ -45,8 +45,7 @@ def test_a_seed_gives_the_same_run(menu):
 
 
 def test_below_the_allowance_the_preferred_variant_scales_and_takes_its_traffic_back(menu):
-    """With target_ongoing_requests under what routing lets fp32 hold per replica, fp32 scales up
-    without reversing, and its share is back at 90% or more within 120 s of the step."""
+    """Target under fp32's allowance: fp32 scales up without reversing, 90% of traffic back within 120 s."""
     result = run(small(1.0), menu, seed=1)
     rec = result.recorder
     assert result.preferred == "fp32"
@@ -57,8 +56,7 @@ def test_below_the_allowance_the_preferred_variant_scales_and_takes_its_traffic_
 
 
 def test_above_the_allowance_routing_stalls_the_upscale(menu):
-    """With target_ongoing_requests above it, routing's move to int8 keeps fp32's ongoing requests
-    under the target: fp32 never scales, and a quarter of the traffic stays on int8."""
+    """Target above fp32's allowance: routing's move to int8 hides the load, fp32 never scales or returns."""
     rec = run(small(3.0), menu, seed=1).recorder
     assert rec.scalings["fp32"] == []
     assert return_time_s(rec.share("fp32"), rec.times(), 20.0, 200.0, 0.9) is None
