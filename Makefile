@@ -75,6 +75,7 @@ bench: install
 	$(BIN)/python -m tests.benchmarks.bench_overload --plot benchmarks/overload.png
 	$(BIN)/python -m tests.benchmarks.bench_startup
 	$(BIN)/python -m tests.benchmarks.bench_coldstart --runs 2 --compare .tiergate-cache/fashion-resnet18/manifest.json
+	$(BIN)/python -m tests.benchmarks.sim_autoscale --plot benchmarks/sim_autoscale.png
 
 # the long reliability runs (minutes): 5x the gateway's capacity for 60 s, then a variant
 # replica killed under load in the per_variant topology
