@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from tiergate import __version__
 from tiergate.serving.http.access import Access
 from tiergate.serving.http.admin import add_admin_routes
-from tiergate.serving.http.direct import Endpoint
+from tiergate.serving.http.direct import DirectRoutes
 from tiergate.serving.http.errors import install_error_handlers
 from tiergate.serving.http.feedback import add_feedback_routes
 from tiergate.serving.http.middleware import FastJSONRoute, RequestContext
@@ -33,10 +33,10 @@ def create_app(replica: Replica) -> RequestContext:
     app.router.route_class = FastJSONRoute
     install_error_handlers(app)
     access = Access(replica)
-    direct: dict[str, Endpoint] = {}  # the hot routes, also served without FastAPI
+    direct = DirectRoutes()  # the hot routes, also served without FastAPI
     add_v1_routes(app, access, direct)
     add_feedback_routes(app, access)
     add_admin_routes(app, access)
-    add_v2_routes(app, access)
+    add_v2_routes(app, access, direct)
     document(app)
     return RequestContext(app, replica, direct)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from tiergate.serving.frontdoor import (
 )
 from tiergate.serving.frontdoor import request_id as client_request_id
 from tiergate.serving.http.access import authenticate_scope, route_path
-from tiergate.serving.http.direct import Endpoint, serve_direct
+from tiergate.serving.http.direct import DirectRoutes, serve_direct
 from tiergate.serving.http.errors import answer
 from tiergate.serving.logs import current_request_id
 from tiergate.serving.replica import Replica
@@ -76,9 +76,9 @@ class RequestContext:
     reading them, reads bodies within a time limit (408), and records the answer's status
     for inference requests."""
 
-    def __init__(self, app, replica: Replica, direct: Mapping[str, Endpoint] | None = None) -> None:
+    def __init__(self, app, replica: Replica, direct: DirectRoutes | None = None) -> None:
         self.app, self.replica = app, replica
-        self.direct = dict(direct or {})  # POST path: endpoint served without FastAPI (``direct``)
+        self.direct = direct or DirectRoutes()  # routes served without FastAPI (``direct``)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -149,9 +149,9 @@ class RequestContext:
         if body is None:
             response = json_error(413, f"body exceeds the limit of {limits.max_body_bytes} bytes")
             return await response(scope, receive, send)
-        endpoint = self.direct.get(route_path(scope)) if scope["method"] == "POST" else None
-        if endpoint is not None:
-            return await serve_direct(endpoint, scope, replay, send)
+        found = self.direct.match(scope["method"], route_path(scope))
+        if found is not None:
+            return await serve_direct(*found, scope, replay, send)
         await self.app(scope, replay, send)
 
 

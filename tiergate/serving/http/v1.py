@@ -15,7 +15,7 @@ from tiergate.serving.auth import Target
 from tiergate.serving.building import build_row, build_summary, require_complete
 from tiergate.serving.http.access import Access
 from tiergate.serving.http.bodies import json_body
-from tiergate.serving.http.direct import Endpoint
+from tiergate.serving.http.direct import DirectRoutes
 from tiergate.serving.registry import Variant
 from tiergate.serving.schemas import error_responses as errors
 
@@ -23,8 +23,8 @@ VARIANT_HEADER = "X-Tiergate-Variant"
 RouteBody = TypeVar("RouteBody", bound=schemas.RouteRequest)
 
 
-def add_v1_routes(app: FastAPI, access: Access, direct: dict[str, Endpoint]) -> None:
-    """The /v1 routes and probes on ``app``; the hot ones also into ``direct`` (path: endpoint)."""
+def add_v1_routes(app: FastAPI, access: Access, direct: DirectRoutes) -> None:
+    """The /v1 routes and probes on ``app``; the hot one also on ``direct``."""
     registry = access.replica.registry
 
     @app.get("/healthz")
@@ -57,7 +57,7 @@ def add_v1_routes(app: FastAPI, access: Access, direct: dict[str, Endpoint]) -> 
         return Response(response.model_dump_json(), media_type="application/json",
                         headers={VARIANT_HEADER: response.variant})  # fmt: skip
 
-    direct["/v1/predict"] = predict
+    direct.add("/v1/predict", predict)
 
     @app.post("/v1/route", response_model=schemas.Decision,
               responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))  # fmt: skip

@@ -24,6 +24,7 @@ from tiergate.serving.building import refuse_unready_pin
 from tiergate.serving.errors import InvalidRequest, MalformedRequest, NotFound, capped, echo
 from tiergate.serving.gateway import Gateway, Outcome
 from tiergate.serving.http.access import Access
+from tiergate.serving.http.direct import DirectRoutes
 from tiergate.serving.http.errors import problems
 from tiergate.serving.http.v1 import VARIANT_HEADER
 from tiergate.serving.inputs import numbers
@@ -97,7 +98,7 @@ class V2InferRequest(BaseModel):
         )
 
 
-def add_v2_routes(app: FastAPI, access: Access) -> None:
+def add_v2_routes(app: FastAPI, access: Access, direct: DirectRoutes) -> None:
     ready = access.ready
 
     @app.get("/v2")
@@ -128,6 +129,11 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
     @app.post("/v2/models/{name}/infer", responses=errors(400, 401, 403, 404, 408, 413, 422, 429, 503))
     async def infer(name: str, request: Request):
         """JSON tensors, or the binary tensor data extension that Triton clients use by default."""
+        return await infer_direct(request)  # ``name`` is declared for the docs; the work reads it
+
+    async def infer_direct(request: Request) -> Response:
+        """The route's work, also served without FastAPI (``direct``): the body is read here."""
+        name = request.path_params["name"]
         current = ready()
         body, binary = _parse_v2(await request.body(), request.headers.get(BINARY_HEADER))
         typed = _typed_parameters(body.parameters)
@@ -144,6 +150,8 @@ def add_v2_routes(app: FastAPI, access: Access) -> None:
         outcome = await current.run(x, route, trace=request.state.trace)
         access.replica.feedback.served(request_id, request.state.trace, outcome.logits.argmax(1).tolist())
         return _answer(name, request_id, outcome, body.wants_binary_output())
+
+    direct.add("/v2/models/{name}/infer", infer_direct)
 
 
 def _metadata(name: str, gateway: Gateway) -> dict[str, Any]:
