@@ -58,7 +58,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("ray/", "Ray, other (core worker, metrics)"),
     ("asyncio", "event loop (asyncio/uvloop)"),
     ("uvloop", "event loop (asyncio/uvloop)"),
-    ("threading", "threads"),
+    ("threading", "uvloop C code (sockets, callbacks)"),  # the loop thread with no Python frame inside
 )
 
 
