@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Reason(StrEnum):
@@ -46,8 +47,7 @@ class VariantProfile:
     ready: bool = True
 
 
-@dataclass(frozen=True)
-class LiveStats:
+class LiveStats(NamedTuple):  # a tuple: built for every variant on every request
     in_flight: int = 0  # requests queued or running on the variant now
     replicas: int = 1  # servers draining that queue in parallel
     overhead_ms: float = 0.0  # measured time outside the model: decoding, routing, the actor hop
@@ -86,9 +86,9 @@ class UnknownVariant(KeyError):
 
 def service_time_ms(profile: VariantProfile, batch_size: int) -> float:
     """Profiled latency at ``batch_size``, linear between profiled sizes, proportional beyond."""
-    sizes = sorted(profile.latency_ms)
     if batch_size in profile.latency_ms:
         return profile.latency_ms[batch_size]
+    sizes = sorted(profile.latency_ms)
     below = [s for s in sizes if s < batch_size]
     above = [s for s in sizes if s > batch_size]
     if not above:
@@ -130,8 +130,10 @@ def predict_latency_ms(profile: VariantProfile, live: LiveStats, batch_size: int
 
 
 def at_rest(live: LiveStats) -> LiveStats:
-    """``live`` with nothing queued: what a variant's latency would be at no load."""
-    return replace(live, in_flight=0, shared_wait_ms=None if live.shared_wait_ms is None else 0.0)
+    """``live`` with nothing queued: what a variant's latency would be at no load (built
+    directly, not with ``dataclasses.replace``: routing calls this on every request)."""
+    shared = None if live.shared_wait_ms is None else 0.0
+    return LiveStats(0, live.replicas, live.overhead_ms, live.slowdown, shared)
 
 
 def choose(
@@ -157,12 +159,14 @@ def choose(
     budget = constraints.max_latency_ms
     pick = _most_accurate_within(eligible, predicted, budget)
     if pick is not None:
+        # degraded: a more accurate variant would fit the budget at rest (only those need
+        # their idle prediction; the most accurate of them that fits is the one to name)
+        better = [p for p in eligible if p.quality > pick.quality]
         idle = {
-            p.name: predict_latency_ms(p, at_rest(live.get(p.name, LiveStats())), batch_size)
-            for p in eligible
+            p.name: predict_latency_ms(p, at_rest(live.get(p.name, LiveStats())), batch_size) for p in better
         }
-        unloaded = _most_accurate_within(eligible, idle, budget)
-        degraded = unloaded is not None and unloaded.quality > pick.quality
+        unloaded = _most_accurate_within(better, idle, budget)
+        degraded = unloaded is not None
         reason = Reason.DEGRADED if degraded else Reason.BEST
         bound = f"predicted within {budget} ms" if budget is not None else "(no latency bound)"
         why = f"{pick.name}: most accurate variant {bound}"

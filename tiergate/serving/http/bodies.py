@@ -9,6 +9,7 @@ to parse), so clients see one behaviour whichever way a route reads its body.
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ def json_body(model: type[Model], body: bytes, content_type: str | None) -> Mode
         ) from None
 
 
+@functools.lru_cache(maxsize=64)  # clients send a handful of spellings; parsing one costs µs
 def _is_json(content_type: str | None) -> bool:
     """Whether the body is declared JSON (``application/json`` or ``application/*+json``);
     an undeclared body is not parsed, as FastAPI's strict content type has it."""
