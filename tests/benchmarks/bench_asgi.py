@@ -4,8 +4,11 @@ with raw ASGI calls on one uvloop event loop, no sockets, Ray or HAProxy. The ev
 thread CPU per answer is what a replica's loop spends on tiergate's code; the process CPU
 adds the ORT run threads. For quick before/after comparisons of the hot path.
 
-    .venv/bin/python -m tests.benchmarks.bench_asgi [--variant distilled+int8] [--requests 20000] \
-        [--concurrency 32] [--set FIELD=VALUE ...]
+    .venv/bin/python -m tests.benchmarks.bench_asgi [--variant distilled+int8 | --tier fast] \
+        [--requests 20000] [--concurrency 32] [--rounds 3] [--set FIELD=VALUE ...]
+
+A closed loop in one process outruns the loop-lag check (serving.admission.max_loop_lag_ms):
+pass ``--set serving.admission.max_loop_lag_ms=100000`` for figures without its refusals.
 
 Needs a warm cache (`tiergate compress`).
 """
@@ -19,6 +22,7 @@ import time
 import numpy as np
 import orjson
 import uvloop
+import yaml
 
 from tiergate.application import replica_spec
 from tiergate.build import menu_files
@@ -86,23 +90,26 @@ async def drive(app, path: str, body: bytes, requests: int, concurrency: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="distilled+int8")
+    parser.add_argument("--tier", help="route by this tier instead of pinning --variant")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="config override (FIELD=VALUE)")
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = {field: yaml.safe_load(value) for field, value in (item.split("=", 1) for item in args.set)}
     config = load_config(None, overrides)
     menu = Menu.read(menu_files(config).manifest)
     spec = replica_spec(config, menu)
     image = np.random.default_rng(0).random(menu.input_shape).round(4).tolist()
-    body = orjson.dumps({"inputs": image, "variant": args.variant})
+    routing = {"tier": args.tier} if args.tier else {"variant": args.variant}
+    body = orjson.dumps({"inputs": image, **routing})
 
     async def run() -> None:
         replica = Replica.build(spec, metrics=lambda registry: Metrics(spec.tiers, registry))
         app = create_app(replica)
         await drive(app, "/v1/predict", body, 3000, args.concurrency)  # warm-up
-        print(f"{args.variant} pinned, {args.concurrency} at once, {args.requests} requests per round")
+        target = f"tier {args.tier}" if args.tier else f"{args.variant} pinned"
+        print(f"{target}, {args.concurrency} at once, {args.requests} requests per round")
         for round_number in range(1, args.rounds + 1):
             result = await drive(app, "/v1/predict", body, args.requests, args.concurrency)
             answers = result["statuses"].get(200, 0) or 1
