@@ -1,7 +1,7 @@
 """Automatic demotion and re-admission on live fidelity.
 
-    demoter = Demoter(registry, live, serving.shadow, loosest_floor)
-    demoter.check("int8", live.add("int8", agreed=0, compared=1))   # "demoted", "readmitted" or None
+    demoter = Demoter(registry, live, serving.shadow, floor=lambda: 0.9)
+    demoter.observe("int8", agreed=0, compared=1)   # "demoted", "readmitted" or None
 
 A serving variant other than the reference is demoted (``MenuRegistry.demote``: routing
 leaves it out, pins still reach it) once it has ``min_samples`` images compared in its
@@ -99,6 +99,18 @@ class Demoter:
         self.registry, self.live, self.config = registry, live, config
         self.floor, self.on_change = floor, on_change
         self.demoted: set[str] = set()  # demoted here, so re-admitted here
+        self._artifacts: dict[str, str] = {}  # the sha256 each variant's window was counted on
+
+    def observe(self, name: str, agreed: int, compared: int) -> str | None:
+        """Count one comparison of ``name`` and ``check`` it. A variant whose artifact changed
+        (swapped in while serving or demoted) starts a new window: the old file's answers
+        say nothing of the new one."""
+        variant = self.registry.get(name)
+        sha256 = variant.entry.sha256 if variant is not None and variant.entry is not None else None
+        if sha256 is not None and self._artifacts.setdefault(name, sha256) != sha256:
+            self._artifacts[name] = sha256
+            self.live.reset(name)
+        return self.check(name, self.live.add(name, agreed, compared))
 
     def check(self, name: str, figures: Fidelity) -> str | None:
         """Demote or re-admit ``name`` on its latest ``figures``; what changed, if anything."""

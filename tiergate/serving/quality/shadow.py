@@ -149,7 +149,7 @@ class Shadow:
     def _compared(self, name: str, outcome: str, answer: tuple[int, ...], reference: tuple[int, ...]) -> None:
         agreed = sum(a == b for a, b in zip(answer, reference, strict=True))
         self._count(name, outcome, len(reference), agreed)
-        self.demoter.check(name, self.live.add(name, agreed, len(reference)))
+        self.demoter.observe(name, agreed, len(reference))
 
     @staticmethod
     def _top1(logits: np.ndarray) -> list[int]:
