@@ -28,7 +28,7 @@ DS_VARIABLE = "${DS_PROMETHEUS}"
 TIER_SERIES = re.compile(
     r"(ray_tiergate_(?:requests_total|request_latency_ms_\w+|slo_requests_total|routing_decisions_total|"
     r"tier_\w+|in_bound_accuracy_total|feedback_(?:labelled|correct)_total)"
-    r"|tiergate:(?!variant_(?:live|offline|shadow)_)[\w:]+)(\{[^}]*\})?"  # tiergate:variant_*: by variant only
+    r"|tiergate:(?!variant_(?:live|offline|shadow)_)[\w:]+)(\{[^}]*\})?"  # variant_*: by variant only
 )
 
 # A healthy gateway after a few minutes of traffic, as scraped (Ray's labels included): two
