@@ -75,16 +75,28 @@ def still_building(registry: MenuRegistry) -> str:
 def explained(registry: MenuRegistry, decision: Decision, pin: str | None) -> str:
     """``decision``'s why, plus what the menu still building means for it: a fallback or a
     refusal may be only because the variant that fits is not serving yet; a pinned
-    variant that is not ready says why (its build failed, say)."""
+    variant that is not ready or demoted says why (its build failed, say); a tier's
+    decision names the variants demoted (left out of routing)."""
     why = decision.explanation
     if pin is not None:
         variant = registry.get(pin)
-        if decision.reason == Reason.REJECTED and variant is not None and variant.reason:
+        shown = decision.reason == Reason.REJECTED or pin in registry.demoted
+        if shown and variant is not None and variant.reason:
             return f"{why} ({variant.state}: {variant.reason})"
         return why
+    if registry.demoted:
+        why += f"; left out of routing, demoted: {', '.join(registry.demoted)}"
     if decision.reason in (Reason.FALLBACK, Reason.REJECTED):
         return why + still_building(registry)
     return why
+
+
+def demotion_warning(registry: MenuRegistry, served: str) -> str | None:
+    """The answer's warning when a demoted variant served it (a pin reaches one): why it was demoted."""
+    if served not in registry.demoted:
+        return None
+    variant = registry.get(served)
+    return f"{served} is demoted ({variant.reason}); its answers may be less accurate than its menu figures"
 
 
 def refuse_unready_pin(registry: MenuRegistry, name: str | None) -> None:

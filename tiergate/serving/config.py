@@ -10,6 +10,8 @@
       limits: {max_body_bytes, max_batch_images, max_image_pixels, max_image_bytes, body_read_timeout_s, ...}
       auth: {enabled, keys_file, watch_interval_s}
       feedback: {enabled, max_answers, retention_s, max_items}
+      shadow: {rate, max_utilisation, max_backlog_ms, max_pending, window_samples, window_s, min_samples,
+               demote_z, readmit_samples, timeout_s}
 
 What each setting costs or gains, measured, is in BENCHMARKS.md.
 """
@@ -260,6 +262,43 @@ class FeedbackConfig(BaseModel):
     max_items: int = Field(1000, ge=1, description="labels in one POST /v1/feedback; more: 422")
 
 
+class ShadowConfig(BaseModel):
+    """Shadow sampling: a share of answers re-run on the reference variant (fp32) off the
+    request path, which gives each variant's live fidelity, and the automatic demotion and
+    re-admission that follow from it (``tiergate.serving.quality.shadow``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float = Field(
+        0.02, ge=0, le=1, description="share of answers shadowed, chosen by request id; 0: off"
+    )
+    # capacity: admission.ingress_max_in_flight with the HAProxy ingress, else admission.max_in_flight
+    max_utilisation: float = Field(
+        0.25, ge=0, le=1,
+        description="shadow only while requests in flight are at most this share of the replica's capacity",
+    )  # fmt: skip
+    max_backlog_ms: float = Field(
+        5.0, ge=0, description="shadow only while queued run time plus the event loop's lag is at most this"
+    )
+    max_pending: int = Field(4, ge=1, description="shadow runs queued at once; more are dropped (counted)")
+    window_samples: int = Field(
+        1000, ge=1, description="live fidelity counts each variant's last this many images"
+    )
+    window_s: float = Field(3600.0, gt=0, description="and none older than this")
+    min_samples: int = Field(
+        100, ge=1, description="shadowed images a variant needs before it can be demoted"
+    )
+    demote_z: float = Field(
+        3.29,
+        gt=0,
+        description="demote when the live interval at this z (3.29: 99.9%) is below the offline one",
+    )
+    readmit_samples: int = Field(
+        200, ge=1, description="images compared since a demotion before the variant can be re-admitted"
+    )
+    timeout_s: float = Field(5.0, gt=0, description="a shadow run not answered this long is dropped")
+
+
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -271,6 +310,7 @@ class ServingConfig(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys (off by default)")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
     @model_validator(mode="after")
     def _retry_fits_the_deadline(self) -> ServingConfig:

@@ -21,7 +21,7 @@ import numpy as np
 from tiergate.profiles.policy import Constraints, LiveStats, Reason, VariantProfile, choose
 from tiergate.profiles.tiers import Tier, constraints_for
 from tiergate.serving import schemas
-from tiergate.serving.building import explained, refuse_unready_pin
+from tiergate.serving.building import demotion_warning, explained, refuse_unready_pin
 from tiergate.serving.engines import DeadlineExceeded, Ewma, QueueFull, RunSlots
 from tiergate.serving.errors import (
     InvalidRequest,
@@ -241,6 +241,7 @@ class Gateway:
             slo_met=outcome.slo_met,
             request_id=request_id,
             retried_from=outcome.retried_from,
+            warning=demotion_warning(self.registry, outcome.variant),
         )
 
     async def run(
@@ -278,7 +279,7 @@ class Gateway:
         slo_met = (decision.max_latency_ms is None or latency_ms <= decision.max_latency_ms) and (
             decision.min_accuracy is None or quality >= decision.min_accuracy
         )
-        trace.latency_ms, trace.slo_met = latency_ms, slo_met
+        trace.latency_ms, trace.slo_met, trace.inputs = latency_ms, slo_met, x  # inputs: for shadowing
         return Outcome(decision.variant, decision, logits, latency_ms, slo_met, failed)
 
     async def _infer(self, name: str, x: np.ndarray, deadline: float, after: str = "") -> np.ndarray:

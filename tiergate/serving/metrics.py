@@ -34,6 +34,15 @@ Series (as Prometheus sees them):
                                                             met | missed, the tier's latency bound
   ray_tiergate_feedback_items_total{outcome}                accepted, unknown, expired, duplicate,
                                                             forbidden
+  ray_tiergate_shadow_requests_total{variant,outcome}       answers shadow sampling could compare (a
+                                                            variant other than fp32 served them):
+                                                            shadowed, not_sampled, busy, dropped,
+                                                            failed; probed: a demoted variant's runs
+  ray_tiergate_shadow_{compared,agreed}_total{variant}      images run again on fp32 (or, probed, on
+                                                            the variant), and of them top-1 agreed
+  ray_tiergate_shadow_demotions_total{variant,change}       demoted | readmitted on live fidelity
+  ray_tiergate_variant_fidelity_low{variant}                lower bound of the offline fidelity's
+                                                            Wilson 95% interval
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from collections.abc import Mapping
 
 from tiergate.profiles.tiers import Tier
 from tiergate.serving.board import BuildState
-from tiergate.serving.quality import Answer, Outcome, in_bound, latency_bounds
+from tiergate.serving.quality import Answer, Offline, Outcome, in_bound, latency_bounds
 from tiergate.serving.registry import MenuRegistry, VariantState
 from tiergate.serving.trace import Trace
 
@@ -119,6 +128,7 @@ class Metrics:
         variant_gauges = {
             "accuracy": "Accuracy on the held-out test split (fidelity to fp32 when unlabelled)",
             "fidelity": "Agreement with fp32's predictions on the test split",
+            "fidelity_low": "Lower bound of the offline fidelity's Wilson 95% interval",
             "p95_latency_ms": "Batch-1 p95 latency timed in the serving replica (ms)",
             "size_bytes": "ONNX file size",
             "in_flight": "Requests queued or running on the variant",
@@ -165,6 +175,21 @@ class Metrics:
         self.feedback_items = Counter(
             "tiergate_feedback_items", "Feedback items by outcome", tag_keys=("outcome",)
         )
+        self.shadow_requests = Counter(
+            "tiergate_shadow_requests", "Answers shadow sampling could compare, by outcome",
+            tag_keys=("variant", "outcome"),
+        )  # fmt: skip
+        self.shadow_compared = Counter(
+            "tiergate_shadow_compared", "Images compared with fp32 by shadow sampling", tag_keys=("variant",)
+        )
+        self.shadow_agreed = Counter(
+            "tiergate_shadow_agreed", "Compared images whose top-1 agreed with fp32's", tag_keys=("variant",)
+        )
+        self.demotions = Counter(
+            "tiergate_shadow_demotions", "Demotions and re-admissions on live fidelity",
+            tag_keys=("variant", "change"),
+        )  # fmt: skip
+        self._shadow: deque[tuple[str, str, int, int]] = deque()
         self._answers: deque[tuple[Trace, int]] = deque()
         self._batches: deque[tuple[str, int]] = deque()
         self._feedback: deque[tuple[Outcome, Answer | None, int, int]] = deque()
@@ -184,6 +209,13 @@ class Metrics:
         """One feedback item (``quality.Feedback`` calls this; counted at the next flush)."""
         self._feedback.append((outcome, answer, labelled, correct))
 
+    def shadow(self, variant: str, outcome: str, compared: int, agreed: int) -> None:
+        """One shadow outcome (``quality.Shadow`` calls this; counted at the next flush)."""
+        self._shadow.append((variant, outcome, compared, agreed))
+
+    def demotion(self, variant: str, change: str) -> None:
+        self._shadow.append((variant, change, -1, -1))
+
     def flush(self) -> None:
         """Hand what was recorded since the last flush to Ray (thread-safe against request())."""
         answers = [self._answers.popleft() for _ in range(len(self._answers))]  # deque: thread-safe
@@ -202,6 +234,7 @@ class Metrics:
             if 200 <= status_code < 300 and trace.latency_ms is not None:
                 self.latency.observe(trace.latency_ms, tags={"tier": tier, "variant": variant})
         self._count_feedback(counts)
+        self._count_shadow(counts)
         for (metric, *tags), count in counts.items():
             if count > 0:  # Ray refuses to add 0 (a variant measured at 0 accuracy)
                 metric.inc(count, tags=dict(tags))
@@ -230,6 +263,15 @@ class Metrics:
             counts[self.labelled, *tags] += labelled
             counts[self.correct, *tags] += correct
 
+    def _count_shadow(self, counts: defaultdict[tuple, float]) -> None:
+        for variant, outcome, compared, agreed in [self._shadow.popleft() for _ in range(len(self._shadow))]:
+            if compared < 0:  # a demotion or re-admission
+                counts[self.demotions, ("variant", variant), ("change", outcome)] += 1
+                continue
+            counts[self.shadow_requests, ("variant", variant), ("outcome", outcome)] += 1
+            counts[self.shadow_compared, ("variant", variant)] += compared
+            counts[self.shadow_agreed, ("variant", variant)] += agreed
+
     def describe(self) -> None:
         """Gauges that describe the live menu and the tiers, rebuilt when the registry
         changed. Ray exports a gauge only for the interval it was set in, so ``flush`` sets
@@ -249,6 +291,7 @@ class Metrics:
                 continue
             values = {
                 "accuracy": entry.quality, "fidelity": entry.fidelity, "size_bytes": entry.size_bytes,
+                "fidelity_low": Offline.of(entry).low(),
                 "p95_latency_ms": (engine.latency_p95_ms or {1: entry.p95_ms()})[1],
                 "build_seconds": entry.build_s, "cache_hit": 1.0 if entry.cache_hit else 0.0,
             }  # fmt: skip

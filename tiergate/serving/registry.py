@@ -104,6 +104,7 @@ class MenuRegistry:
         self.info, self.reference, self.clock = info, reference, clock
         self.version = 0
         self._variants: dict[str, Variant] = {}  # in the order they were first announced
+        self.demoted: tuple[str, ...] = ()  # the demoted variants' names, kept at every change
         self.progress: dict[str, BuildProgress] = {}  # each variant's build, as the board last said
 
     # -- reading ---------------------------------------------------------------------------
@@ -221,6 +222,7 @@ class MenuRegistry:
 
     def _set(self, variant: Variant) -> None:
         self._variants[variant.name] = replace(variant, since=self.clock())
+        self.demoted = tuple(v.name for v in self._variants.values() if v.state is VariantState.DEMOTED)
         self.version += 1
 
 

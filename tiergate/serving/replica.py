@@ -33,7 +33,7 @@ from tiergate.serving.errors import Conflict, Overloaded, Unavailable
 from tiergate.serving.gateway import Gateway, RoutingSettings
 from tiergate.serving.inputs import InputDecoder, Preprocess
 from tiergate.serving.loading import EngineOpener, concurrent_runs
-from tiergate.serving.quality import Answer, Feedback, Outcome
+from tiergate.serving.quality import Answer, Feedback, Outcome, Shadow, SpareCapacity
 from tiergate.serving.registry import MenuInfo, MenuRegistry, RegistryError, Variant, drain
 from tiergate.serving.trace import Trace
 
@@ -59,6 +59,10 @@ class MetricsSink(Protocol):
 
     def feedback(self, outcome: Outcome, answer: Answer | None, labelled: int, correct: int) -> None: ...
 
+    def shadow(self, variant: str, outcome: str, compared: int, agreed: int) -> None: ...
+
+    def demotion(self, variant: str, change: str) -> None: ...
+
 
 class Replica:
     def __init__(
@@ -74,6 +78,7 @@ class Replica:
         clock: Callable[[], float] = time.monotonic,
         board: BoardLink | None = None,
         feedback: Feedback | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.spec, self.registry, self.gateway, self.opener = spec, registry, gateway, opener
         self.admission, self.keys, self.metrics, self.clock = admission, keys, metrics, clock
@@ -83,6 +88,7 @@ class Replica:
         self.feedback = (
             feedback if feedback is not None else Feedback(spec.serving.feedback, spec.tiers, None, clock)
         )
+        self.shadow = shadow  # shadow sampling: live fidelity, automatic demotion (None: off)
         self.limits = Limits.from_config(spec.serving)
         self._draining: set[asyncio.Task] = set()  # old engines answering what they hold
         # re-profiling times on its own thread, never the default pool requests decode in
@@ -138,7 +144,20 @@ class Replica:
         keys = KeyRing.load(serving.auth, settings.api_keys(), clock) if serving.auth.enabled else None
         classes = len(registry.info.classes) or None
         feedback = Feedback(serving.feedback, spec.tiers, classes, clock, sink.feedback if sink else None)
-        return cls(spec, registry, gateway, opener, admission, keys, sink, menu_key, clock, board, feedback)
+        spare = SpareCapacity(
+            serving, admission, lambda: gateway.view().shared_wait_ms(slots), gateway.lateness
+        )
+        shadow = Shadow.build(serving, registry, spare.busy, spec.tiers, sink, clock)
+        return cls(
+            spec, registry, gateway, opener, admission, keys, sink, menu_key, clock, board, feedback, shadow
+        )
+
+    def served(self, request_id: str, trace: Trace, top1: list[int]) -> None:
+        """An inference answer went out (the HTTP layer calls this): kept for label feedback,
+        offered to shadow sampling."""
+        self.feedback.served(request_id, trace, top1)
+        if self.shadow is not None:
+            self.shadow.offer(request_id, trace, top1)
 
     def record(self, trace: Trace, status_code: int) -> None:
         """An inference request's answer went out (the HTTP layer calls this)."""
@@ -310,6 +329,8 @@ class Replica:
     def close(self) -> None:
         for engine in self.registry.loaded().values():
             engine.close()
+        if self.shadow is not None:
+            self.shadow.close()
         self._profiler.shutdown(wait=False)
 
 

@@ -87,6 +87,10 @@ class PredictResponse(BaseModel):
     slo_met: bool
     request_id: str
     retried_from: str | None = None  # the variant that failed before this one answered
+    warning: str | None = Field(
+        None,
+        description="set when the answer came from a demoted variant (a pin reaches one): why it was demoted",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -9,6 +9,10 @@ the metrics when the answer goes out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -22,3 +26,5 @@ class Trace:
     # perf_counter time the request reached the replica, less how far behind the event loop
     # ran then (the time it most likely waited unread); None: when the gateway first saw it
     arrived: float | None = None
+    # the input the answer was computed from, until shadow sampling takes it (``Shadow.offer``)
+    inputs: np.ndarray | None = None

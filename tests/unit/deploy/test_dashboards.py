@@ -28,7 +28,7 @@ DS_VARIABLE = "${DS_PROMETHEUS}"
 TIER_SERIES = re.compile(
     r"(ray_tiergate_(?:requests_total|request_latency_ms_\w+|slo_requests_total|routing_decisions_total|"
     r"tier_\w+|in_bound_accuracy_total|feedback_(?:labelled|correct)_total)"
-    r"|tiergate:(?!variant_(?:live|offline)_)[\w:]+)(\{[^}]*\})?"  # tiergate:variant_live_*: by variant only
+    r"|tiergate:(?!variant_(?:live|offline|shadow)_)[\w:]+)(\{[^}]*\})?"  # variant_*: by variant only
 )
 
 # A healthy gateway after a few minutes of traffic, as scraped (Ray's labels included): two
@@ -72,10 +72,16 @@ HEALTHY = {
     series("ray_tiergate_feedback_labelled_total", f'{BALANCED}, bound="met"'): "0+5x40",
     series("ray_tiergate_feedback_correct_total", f'{BALANCED}, bound="met"'): "0+5x40",
     series("ray_tiergate_feedback_items_total", 'outcome="accepted"'): "0+15x40",
+    # shadow sampling: 2% of int8's answers run again on fp32, all agreeing; nothing demoted
+    series("ray_tiergate_shadow_requests_total", 'variant="int8", outcome="shadowed"'): "0+1x40",
+    series("ray_tiergate_shadow_requests_total", 'variant="int8", outcome="not_sampled"'): "0+49x40",
+    series("ray_tiergate_shadow_compared_total", 'variant="int8"'): "0+1x40",
+    series("ray_tiergate_shadow_agreed_total", 'variant="int8"'): "0+1x40",
+    series("ray_tiergate_variant_state", 'variant="int8", state="demoted"'): "0+0x40",
     **{
         series(gauge, f'variant="{variant}"'): "1+0x40"
         for gauge in EXPORTED_METRICS
-        if gauge.startswith("ray_tiergate_variant_")
+        if gauge.startswith("ray_tiergate_variant_") and gauge != "ray_tiergate_variant_state"
         for variant in ("int8", "fp32")
     },
     'ray_serve_num_http_requests_total{route="/", application="tiergate", status_code="200"}': "0+50x40",
@@ -239,3 +245,14 @@ def test_accuracy_panels_set_each_sli_against_its_target(dashboard):
     for series in ("tiergate:variant_live_accuracy:ratio_rate", "wilson_lower_rate", "wilson_upper_rate",
                    "tiergate:variant_offline_accuracy{"):  # fmt: skip
         assert series in variants
+
+
+def test_shadow_panel_sets_live_fidelity_against_the_offline_interval(dashboard):
+    """Per variant, live fidelity from shadow runs with both Wilson bounds, against the
+    offline fidelity and the lower bound the alert compares with."""
+    variants = _panel_exprs(dashboard, "Live fidelity by variant (shadow)")
+    for series in ("tiergate:variant_shadow_fidelity:ratio_rate", "variant_shadow_fidelity:wilson_lower_rate",
+                   "variant_shadow_fidelity:wilson_upper_rate", "tiergate:variant_offline_fidelity{",
+                   "tiergate:variant_offline_fidelity_low{"):  # fmt: skip
+        assert series in variants
+    assert "tiergate:variant_shadow_sampled:ratio_rate1h" in _panel_exprs(dashboard, "Shadow sampling")

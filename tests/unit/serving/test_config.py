@@ -64,6 +64,16 @@ DEFAULTS = {
     "feedback.max_answers": 50_000,
     "feedback.retention_s": 3600.0,
     "feedback.max_items": 1000,
+    "shadow.rate": 0.02,
+    "shadow.max_utilisation": 0.25,
+    "shadow.max_backlog_ms": 5.0,
+    "shadow.max_pending": 4,
+    "shadow.window_samples": 1000,
+    "shadow.window_s": 3600.0,
+    "shadow.min_samples": 100,
+    "shadow.demote_z": 3.29,
+    "shadow.readmit_samples": 200,
+    "shadow.timeout_s": 5.0,
 }
 
 

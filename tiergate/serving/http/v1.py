@@ -50,7 +50,7 @@ def add_v1_routes(app: FastAPI, access: Access, direct: DirectRoutes) -> None:
         body = json_body(schemas.PredictRequest, await request.body(), content_type)
         body = _admitted(access, request, body)
         response = await access.ready().predict(body, request.state.request_id, request.state.trace)
-        access.replica.feedback.served(
+        access.replica.served(
             response.request_id, request.state.trace, [p.index for p in response.predictions]
         )
         # serialized by pydantic-core in one pass (not model_dump, then the json module)
@@ -70,9 +70,13 @@ def add_v1_routes(app: FastAPI, access: Access, direct: DirectRoutes) -> None:
         access.key(request)
         gateway = access.ready()
         routed_on = {profile.name: profile.latency_ms for profile in gateway.catalog()}
-        info = registry.info
+        info, shadow = registry.info, access.replica.shadow
         rows = [
-            {**_row(variant, routed_on.get(variant.name)), "build": build_row(registry, variant.name)}
+            {
+                **_row(variant, routed_on.get(variant.name)),
+                "build": build_row(registry, variant.name),
+                "shadow": shadow.describe(variant.name) if shadow is not None else None,
+            }
             for variant in registry
         ]
         return {

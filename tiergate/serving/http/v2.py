@@ -148,7 +148,7 @@ def add_v2_routes(app: FastAPI, access: Access, direct: DirectRoutes) -> None:
         except ValidationError as error:
             raise InvalidRequest(problems(error.errors(), prefix="parameters"), field="parameters") from None
         outcome = await current.run(x, route, trace=request.state.trace)
-        access.replica.feedback.served(request_id, request.state.trace, outcome.logits.argmax(1).tolist())
+        access.replica.served(request_id, request.state.trace, outcome.logits.argmax(1).tolist())
         return _answer(name, request_id, outcome, body.wants_binary_output())
 
     direct.add("/v2/models/{name}/infer", infer_direct)
