@@ -281,6 +281,9 @@ class ShadowConfig(BaseModel):
         5.0, ge=0, description="shadow only while queued run time plus the event loop's lag is at most this"
     )
     max_pending: int = Field(4, ge=1, description="shadow runs queued at once; more are dropped (counted)")
+    max_cpu_share: float = Field(
+        0.02, gt=0, le=1, description="shadow runs take at most this share of one core; beyond it, skipped"
+    )
     window_samples: int = Field(
         1000, ge=1, description="live fidelity counts each variant's last this many images"
     )

@@ -1,6 +1,5 @@
 """The gateway's core, free of Ray and HTTP: route a request over the live menu with the
-policy, run it on the chosen variant's engine, retry once on the next-best variant if
-that fails.
+policy, run it on the chosen variant's engine, retry once on the next-best if that fails.
 
     gateway = Gateway(registry, tiers, decoder, routing)
     response = await gateway.predict(PredictRequest(inputs=..., tier="fast"), request_id)

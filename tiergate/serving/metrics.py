@@ -37,7 +37,8 @@ Series (as Prometheus sees them):
   ray_tiergate_shadow_requests_total{variant,outcome}       answers shadow sampling could compare (a
                                                             variant other than fp32 served them):
                                                             shadowed, not_sampled, busy, dropped,
-                                                            failed; probed: a demoted variant's runs
+                                                            over_budget, failed; probed: a demoted
+                                                            variant's runs
   ray_tiergate_shadow_{compared,agreed}_total{variant}      images run again on fp32 (or, probed, on
                                                             the variant), and of them top-1 agreed
   ray_tiergate_shadow_demotions_total{variant,change}       demoted | readmitted on live fidelity

@@ -7,8 +7,9 @@ and re-admits variants.
     shadow.offer(request_id, trace, top1)    # the request path, per answer: O(1), never waits
 
 A shadow run never delays or changes an answer: it starts only while the replica has spare
-capacity (``busy()`` says why not), at most ``max_pending`` at once (the rest are dropped,
-and counted), and runs on a thread of its own at the lowest CPU priority. Demoted variants
+capacity (``busy()`` says why not) and its runs are within ``max_cpu_share`` of a core
+(``RunBudget``), at most ``max_pending`` at once (the rest are dropped, and counted), and
+runs on a thread of its own at the lowest CPU priority. Demoted variants
 are probed the same way: each sampled input is also run on them and compared with the
 reference's answer, which is how a demoted variant earns re-admission.
 """
@@ -38,8 +39,10 @@ log = logging.getLogger(__name__)
 
 # outcomes of an answer shadow sampling could compare (its variant is not the reference)
 NOT_SAMPLED, SHADOWED, BUSY, DROPPED, FAILED = "not_sampled", "shadowed", "busy", "dropped", "failed"
+OVER_BUDGET = "over_budget"  # the shadow runs had used their share of a core (max_cpu_share)
 PROBED = "probed"  # a demoted variant run on a sampled input (no client answer of its own)
 _SCALE = 1 << 64
+BURST_S = 0.1  # shadow run time the budget lets through at once after a quiet spell
 
 # (variant, outcome, images compared, of them agreed)
 ShadowSink = Callable[[str, str, int, int], None]
@@ -82,6 +85,30 @@ class ShadowRunner:
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 
+class RunBudget:
+    """At most ``share`` of one core's time for shadow runs over any stretch: each run's time
+    is spent from a bucket that refills at ``share`` seconds per second, up to ``burst_s``.
+    A run the bucket cannot cover is skipped, so shadowing costs serving a bounded share of
+    the CPU however cheap the served variants are next to the reference."""
+
+    def __init__(self, share: float, burst_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share, self.burst_s, self.clock = share, burst_s, clock
+        self._level_s, self._at = burst_s, clock()
+
+    def allows(self) -> bool:
+        self._refill()
+        return self._level_s > 0
+
+    def spend(self, seconds: float) -> None:
+        self._refill()
+        self._level_s -= seconds
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._level_s = min(self.burst_s, self._level_s + (now - self._at) * self.share)
+        self._at = now
+
+
 class Shadow:
     """Chooses the answers to shadow, runs them off the request path and counts the result."""
 
@@ -93,9 +120,11 @@ class Shadow:
         busy: Callable[[], str | None],
         demoter: Demoter,
         on_outcome: ShadowSink | None = None,
+        budget: RunBudget | None = None,
     ) -> None:
         self.config, self.registry, self.run, self.busy = config, registry, run, busy
         self.demoter, self.live, self.on_outcome = demoter, demoter.live, on_outcome
+        self.budget = budget if budget is not None else RunBudget(config.max_cpu_share, BURST_S)
         self._pending: set[asyncio.Task] = set()
 
     def offer(self, request_id: str, trace: Trace, top1: Sequence[int]) -> None:
@@ -127,6 +156,8 @@ class Shadow:
             return NOT_SAMPLED
         if len(self._pending) >= self.config.max_pending:
             return DROPPED
+        if not self.budget.allows():
+            return OVER_BUDGET
         if self.busy() is not None:
             return BUSY
         return SHADOWED
@@ -137,14 +168,22 @@ class Shadow:
         try:
             reference = top1
             if served != self.registry.reference:
-                reference = tuple(self._top1(await self.run(self.registry.reference, x)))
+                reference = tuple(self._top1(await self._timed(self.registry.reference, x)))
                 self._compared(served, SHADOWED, top1, reference)
             for name in probes:
-                self._compared(name, PROBED, tuple(self._top1(await self.run(name, x))), reference)
+                self._compared(name, PROBED, tuple(self._top1(await self._timed(name, x))), reference)
         except Exception as error:  # a variant swapped or retired meanwhile, a timeout, an ORT error
             log.warning("shadow run for %s failed: %s", served, error)
             if served != self.registry.reference:
                 self._count(served, FAILED)
+
+    async def _timed(self, name: str, x: np.ndarray) -> np.ndarray:
+        """One shadow run, its time spent from the budget (failed or not)."""
+        started = time.perf_counter()
+        try:
+            return await self.run(name, x)
+        finally:
+            self.budget.spend(time.perf_counter() - started)
 
     def _compared(self, name: str, outcome: str, answer: tuple[int, ...], reference: tuple[int, ...]) -> None:
         agreed = sum(a == b for a, b in zip(answer, reference, strict=True))
@@ -179,7 +218,8 @@ class Shadow:
         live = LiveFidelity(config.window_samples, config.window_s, clock)
         demoter = Demoter(registry, live, config, floor, sink.demotion if sink is not None else None)
         runner = ShadowRunner(registry, config)
-        return cls(config, registry, runner, busy, demoter, sink.shadow if sink is not None else None)
+        budget = RunBudget(config.max_cpu_share, BURST_S, clock)
+        return cls(config, registry, runner, busy, demoter, sink.shadow if sink is not None else None, budget)
 
     def describe(self, name: str) -> dict | None:
         """A variant's live fidelity for ``/v1/variants``: images compared in its window (since

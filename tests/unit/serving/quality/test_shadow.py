@@ -11,6 +11,7 @@ import pytest
 from tests.support.shadow import sampled_ids
 from tests.unit.serving.quality.test_demotion import CONFIG, _engine, _entry
 from tiergate.serving.quality import Demoter, LiveFidelity, Shadow, sampled
+from tiergate.serving.quality.shadow import RunBudget
 from tiergate.serving.registry import MenuInfo, MenuRegistry
 from tiergate.serving.trace import Trace
 
@@ -27,7 +28,9 @@ def test_sampling_is_deterministic_per_id_and_near_the_rate():
 class Harness:
     """A Shadow over a registry of fp32 and int8 whose runs answer class ``answers[name]``."""
 
-    def __init__(self, busy: str | None = None, max_pending: int = 4) -> None:
+    def __init__(
+        self, busy: str | None = None, max_pending: int = 4, budget: RunBudget | None = None
+    ) -> None:
         self.registry = MenuRegistry(MenuInfo("m", "d", "accuracy", (), None), reference="fp32")
         self.registry.add(_entry("fp32", fidelity=1.0), _engine("fp32"))
         self.registry.add(_entry("int8"), _engine("int8"))
@@ -35,7 +38,7 @@ class Harness:
         config = CONFIG.model_copy(update={"max_pending": max_pending})
         demoter = Demoter(self.registry, LiveFidelity(1000, 3600), config)
         self.shadow = Shadow(config, self.registry, self._run, lambda: busy, demoter,
-                             lambda *outcome: self.counted.append(outcome))  # fmt: skip
+                             lambda *outcome: self.counted.append(outcome), budget)  # fmt: skip
 
     async def _run(self, name: str, x: np.ndarray) -> np.ndarray:
         self.runs.append(name)
@@ -135,3 +138,31 @@ def test_spare_capacity_refuses_above_the_thresholds(in_flight, backlog_ms, late
 
     busy = asyncio.run(go())
     assert (busy is None) if why is None else (why in busy)
+
+
+def test_run_budget_holds_shadow_runs_to_their_share_of_a_core():
+    """A bucket of 0.1 s refilling at 2% per second: open at first, shut once a 0.2 s run is
+    spent, open again only after the 5 s that 0.1 s takes to refill at 2%."""
+    now = [0.0]
+    budget = RunBudget(0.02, 0.1, clock=lambda: now[0])
+    assert budget.allows()
+    budget.spend(0.2)
+    now[0] = 4.9
+    assert not budget.allows()
+    now[0] = 5.1
+    assert budget.allows()
+
+
+def test_a_sampled_answer_over_budget_is_skipped_and_counted():
+    """With the run budget spent, a sampled int8 answer is not run, and counted over_budget."""
+
+    async def go():
+        budget = RunBudget(0.02, 0.1, clock=lambda: 0.0)
+        budget.spend(1.0)
+        harness = Harness(budget=budget)
+        harness.offer(sampled_ids(1)[0], "int8")
+        await harness.shadow.drain()
+        return harness
+
+    harness = asyncio.run(go())
+    assert harness.runs == [] and harness.counted == [("int8", "over_budget", 0, 0)]
