@@ -51,7 +51,7 @@ LOSS_BOUND = CLIENTS * len(WORKER_VARIANTS)
 @dataclass
 class Cluster:
     nodes: RayNodes
-    env: dict[str, str]
+    env: dict[str, str]  # what the nodes started in (the cluster's token among it)
     head: RayNode
     worker: RayNode
     url: str
@@ -150,6 +150,18 @@ def test_each_deployment_runs_on_the_node_its_resources_pin_it_to(cluster, digit
         for name in HEAD_VARIANTS + WORKER_VARIANTS:
             answer = http.post("/v1/predict", json={"inputs": digits.test.x[:2].tolist(), "variant": name})
             assert answer.status_code == 200 and answer.json()["variant"] == name, answer.text
+
+
+def test_ray_token_authentication_guards_both_nodes(cluster):
+    """Each node's agent refuses a job-API request without a token (401) or with a wrong
+    one (403), and lets one with the cluster's token through."""
+    token = cluster.env["RAY_AUTH_TOKEN"]
+    for node in (cluster.head, cluster.worker):
+        url = f"http://127.0.0.1:{node.agent_port}/api/job_agent/jobs/"
+        assert httpx.get(url, timeout=10).status_code == 401, node.name
+        assert httpx.get(url, headers={"Authorization": "Bearer " + "0" * 64}, timeout=10).status_code == 403
+        answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert answer.status_code not in (401, 403), node.name
 
 
 @pytest.fixture(scope="module")

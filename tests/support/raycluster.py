@@ -36,6 +36,7 @@ class RayNode:
     marker: str  # the value of MARKER in the environment of each of the node's processes
     temp_dir: Path
     metrics_port: int
+    agent_port: int  # the node agent's HTTP API (behind Ray's token authentication)
     gcs_port: int | None = None  # the head's
     dashboard_port: int | None = None  # the head's
 
@@ -60,14 +61,14 @@ class RayNodes:
         marker = f"{self.root.name}:{name}"
         temp_dir = self.root / name
         node = RayNode(
-            name, marker, temp_dir, metrics_port=self.free_port(),
+            name, marker, temp_dir, metrics_port=self.free_port(), agent_port=self.free_port(),
             gcs_port=self.free_port() if head else None, dashboard_port=self.free_port() if head else None,
         )  # fmt: skip
         ports = {
             "node-manager-port": self.free_port(),
             "object-manager-port": self.free_port(),
             "metrics-export-port": node.metrics_port,
-            "dashboard-agent-listen-port": self.free_port(),
+            "dashboard-agent-listen-port": node.agent_port,
             "dashboard-agent-grpc-port": self.free_port(),
             "runtime-env-agent-port": self.free_port(),
         }
