@@ -13,7 +13,7 @@ POLICY_VENV := .venv-policy
 CHECKOV := $(POLICY_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps run compress test test-unit fuzz lint bench soak clean
+.PHONY: install system-deps run compress test test-unit cluster-test fuzz lint bench soak clean
 
 install: system-deps $(STAMP)
 
@@ -48,6 +48,11 @@ test: install $(CHECKOV)
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
+
+# the two-node Ray cluster test alone (make test runs it too): a head and a worker raylet started
+# with ray start on this machine, the worker killed under load and replaced; -s prints its figures
+cluster-test: install
+	$(BIN)/python -m pytest -q -s -m cluster tests/integration/test_cluster.py
 
 # fuzz a live gateway on Ray Serve with fresh random examples (make test runs the same tests once,
 # derandomized): schemathesis checks every answer against the OpenAPI schema, the hypothesis

@@ -69,7 +69,8 @@ def build_application(
         max_ongoing_requests=serving.ray.max_ongoing_requests,
         max_queued_requests=serving.ray.max_queued_requests,
         graceful_shutdown_timeout_s=serving.ray.shutdown_timeout_s,
-        ray_actor_options={"num_cpus": 0},  # ORT threads are set per variant; do not reserve cores
+        # ORT threads are set per variant; do not reserve cores
+        ray_actor_options={"num_cpus": 0, "resources": serving.ray.ingress_resources},
         logging_config={"enable_access_log": serving.http.access_log},
     ).bind(spec, variants)
 
@@ -87,6 +88,7 @@ def _variant_deployment(
         "ray_actor_options": {
             "num_cpus": wanted.num_cpus if wanted else 0,
             "num_gpus": wanted.num_gpus if wanted else 0,
+            "resources": wanted.resources if wanted else {},
         },
     }
     if wanted is not None and wanted.autoscaling is not None:

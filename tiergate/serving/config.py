@@ -2,7 +2,7 @@
 
     serving:
       http: {host, port, metrics_port, access_log, allow_unauthenticated_remote}
-      ray: {ingress, ingress_metrics, topology, variant_deployments, replicas, ...}
+      ray: {ingress, ingress_metrics, topology, variant_deployments, replicas, ingress_resources, ...}
       batching: {max_batch_size, batch_wait_timeout_s, threads_per_variant, ...}
       admission: {request_timeout_s, max_in_flight, max_loop_lag_ms, max_queued_per_variant, late_grace,
                   ingress_max_in_flight, ingress_queue_timeout_ms, reprofile_*}
@@ -19,11 +19,23 @@ What each setting costs or gains, measured, is in BENCHMARKS.md.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from tiergate.serving.auth import AuthConfig
+
+
+def _custom_names_only(resources: dict[str, float]) -> dict[str, float]:
+    builtin = sorted(set(resources) & {"CPU", "GPU", "memory"})
+    if builtin:
+        raise ValueError(f"{builtin[0]!r} is not a custom resource: set num_cpus/num_gpus instead")
+    return resources
+
+
+# Ray custom resources a replica needs (``ray start --resources '{"worker_node": 1}'`` gives a
+# node some): a small amount pins the replica to the nodes that declare the name
+CustomResources = Annotated[dict[str, Annotated[float, Field(gt=0)]], AfterValidator(_custom_names_only)]
 
 
 class VariantDeployment(BaseModel):
@@ -34,6 +46,10 @@ class VariantDeployment(BaseModel):
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0, ge=0, description="Ray CPUs reserved per replica")
     num_gpus: float = Field(0, ge=0)
+    resources: CustomResources = Field(
+        default_factory=dict,
+        description="Ray custom resources per replica: runs it only on nodes that have them",
+    )
     autoscaling: dict[str, Any] | None = Field(
         None, description="Ray Serve autoscaling_config; replaces replicas when set"
     )
@@ -93,6 +109,10 @@ class RayConfig(BaseModel):
         default_factory=dict, description="per_variant only: replicas and resources by variant name"
     )
     replicas: int = Field(1, ge=1, description="Ray Serve replicas of the ingress deployment")
+    ingress_resources: CustomResources = Field(
+        default_factory=dict,
+        description="Ray custom resources per ingress replica: runs it on nodes that have them",
+    )
     max_ongoing_requests: int = Field(256, ge=1, description="Ray Serve, per replica")
     max_queued_requests: int = Field(
         1024, ge=1, description="Ray Serve, per deployment handle: past it Serve sheds load itself"

@@ -20,6 +20,7 @@ DEFAULTS = {
     "ray.topology": "colocated",
     "ray.variant_deployments": {},
     "ray.replicas": 1,
+    "ray.ingress_resources": {},
     "ray.max_ongoing_requests": 256,
     "ray.max_queued_requests": 1024,
     "ray.shutdown_timeout_s": 20.0,
