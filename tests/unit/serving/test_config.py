@@ -69,6 +69,7 @@ DEFAULTS = {
     "shadow.max_utilisation": 0.25,
     "shadow.max_backlog_ms": 5.0,
     "shadow.max_pending": 4,
+    "shadow.max_cpu_share": 0.02,
     "shadow.window_samples": 1000,
     "shadow.window_s": 3600.0,
     "shadow.min_samples": 100,
