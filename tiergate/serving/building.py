@@ -76,7 +76,8 @@ def explained(registry: MenuRegistry, decision: Decision, pin: str | None) -> st
     """``decision``'s why, plus what the menu still building means for it: a fallback or a
     refusal may be only because the variant that fits is not serving yet; a pinned
     variant that is not ready or demoted says why (its build failed, say); a tier's
-    decision names the variants demoted (left out of routing)."""
+    decision names the variants demoted (left out of routing) and those held to a live
+    accuracy estimate (left out of the tiers whose floor it is below)."""
     why = decision.explanation
     if pin is not None:
         variant = registry.get(pin)
@@ -86,6 +87,9 @@ def explained(registry: MenuRegistry, decision: Decision, pin: str | None) -> st
         return why
     if registry.demoted:
         why += f"; left out of routing, demoted: {', '.join(registry.demoted)}"
+    if registry.estimated:
+        held = ", ".join(f"{name} at most {quality:.1%}" for name, quality in registry.estimated)
+        why += f"; held to live accuracy estimates below their menu figures: {held}"
     if decision.reason in (Reason.FALLBACK, Reason.REJECTED):
         return why + still_building(registry)
     return why

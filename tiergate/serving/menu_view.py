@@ -63,9 +63,10 @@ class MenuView:
 
 
 def profile_of(variant: Variant) -> VariantProfile:
-    """p95 per batch size as timed in the serving process, else the menu's profile."""
+    """p95 per batch size as timed in the serving process, else the menu's profile; the
+    quality routing holds it to (``Variant.routed_quality``)."""
     engine, entry = variant.engine, variant.entry
     latency = engine.latency_p95_ms if engine is not None and variant.loaded else None
     if not latency:
         latency = {int(b): stats.p95 for b, stats in entry.latency_ms.items()}
-    return VariantProfile(entry.name, entry.quality, dict(latency), ready=variant.routable)
+    return VariantProfile(entry.name, variant.routed_quality, dict(latency), ready=variant.routable)

@@ -44,6 +44,8 @@ Series (as Prometheus sees them):
   ray_tiergate_shadow_demotions_total{variant,change}       demoted | readmitted on live fidelity
   ray_tiergate_variant_fidelity_low{variant}                lower bound of the offline fidelity's
                                                             Wilson 95% interval
+  ray_tiergate_variant_routed_quality{variant}              the accuracy routing holds it to (below
+                                                            accuracy: a live estimate from shadowing)
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class Metrics:
             "accuracy": "Accuracy on the held-out test split (fidelity to fp32 when unlabelled)",
             "fidelity": "Agreement with fp32's predictions on the test split",
             "fidelity_low": "Lower bound of the offline fidelity's Wilson 95% interval",
+            "routed_quality": "Accuracy routing holds the variant to: below accuracy on a live estimate",
             "p95_latency_ms": "Batch-1 p95 latency timed in the serving replica (ms)",
             "size_bytes": "ONNX file size",
             "in_flight": "Requests queued or running on the variant",
@@ -292,7 +295,7 @@ class Metrics:
                 continue
             values = {
                 "accuracy": entry.quality, "fidelity": entry.fidelity, "size_bytes": entry.size_bytes,
-                "fidelity_low": Offline.of(entry).low(),
+                "fidelity_low": Offline.of(entry).low(), "routed_quality": variant.routed_quality,
                 "p95_latency_ms": (engine.latency_p95_ms or {1: entry.p95_ms()})[1],
                 "build_seconds": entry.build_s, "cache_hit": 1.0 if entry.cache_hit else 0.0,
             }  # fmt: skip

@@ -49,6 +49,7 @@ class VariantState(StrEnum):
 
 ROUTABLE = frozenset({VariantState.SERVING})
 LOADED = frozenset({VariantState.SERVING, VariantState.DEMOTED})
+ESTIMATE_STEP = 0.001  # a live quality estimate that moves less than this is not news
 
 
 class RegistryError(Exception):
@@ -65,6 +66,9 @@ class Variant:
     engine: Engine | None = None  # while serving or demoted
     reason: str = ""  # why it is in this state (demoted, failed, retired)
     since: float = 0.0  # the registry's clock at the last change
+    # what live traffic shows its quality to be at most, when that is below the menu's
+    # figure (``MenuRegistry.estimate``); None: no evidence against the menu's figure
+    live_quality: float | None = None
 
     @property
     def routable(self) -> bool:
@@ -77,6 +81,13 @@ class Variant:
     @property
     def quality(self) -> float | None:
         return None if self.entry is None else self.entry.quality
+
+    @property
+    def routed_quality(self) -> float | None:
+        """The quality routing holds the variant to: the menu's, or the live estimate below it."""
+        if self.entry is None or self.live_quality is None:
+            return self.quality
+        return min(self.entry.quality, self.live_quality)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class MenuRegistry:
         self.version = 0
         self._variants: dict[str, Variant] = {}  # in the order they were first announced
         self.demoted: tuple[str, ...] = ()  # the demoted variants' names, kept at every change
+        self.estimated: tuple[tuple[str, float], ...] = ()  # serving ones held to a live estimate
         self.progress: dict[str, BuildProgress] = {}  # each variant's build, as the board last said
 
     # -- reading ---------------------------------------------------------------------------
@@ -177,10 +189,23 @@ class MenuRegistry:
         log.warning("variant %s demoted: %s", name, reason)
 
     def restore(self, name: str) -> None:
-        """Route to a demoted variant again."""
+        """Route to a demoted variant again (on its menu figure: the live evidence starts over)."""
         current = self._loaded(name)
-        self._set(replace(current, state=VariantState.SERVING, reason=""))
+        self._set(replace(current, state=VariantState.SERVING, reason="", live_quality=None))
         log.info("variant %s restored", name)
+
+    def estimate(self, name: str, quality: float | None) -> None:
+        """What live traffic shows a loaded variant's quality to be at most, when below its
+        menu figure (None: nothing against the menu's). Routing holds it to the lower of the
+        two, so it leaves the tiers whose floor it no longer meets and stays in the others.
+        A change under ``ESTIMATE_STEP`` is not made: the live menu changes only on news."""
+        current = self._loaded(name)
+        old = current.live_quality
+        if old == quality or (old is not None and quality is not None and abs(old - quality) < ESTIMATE_STEP):
+            return
+        self._set(replace(current, live_quality=quality))
+        if quality is not None:
+            log.warning("variant %s: live accuracy estimate at most %.2f%%", name, 100 * quality)
 
     def fail(self, name: str, reason: str, entry: MenuEntry | None = None) -> Engine | None:
         """A variant that could not be built, measured or loaded (``entry``: its profile, when
@@ -223,6 +248,10 @@ class MenuRegistry:
     def _set(self, variant: Variant) -> None:
         self._variants[variant.name] = replace(variant, since=self.clock())
         self.demoted = tuple(v.name for v in self._variants.values() if v.state is VariantState.DEMOTED)
+        self.estimated = tuple(
+            (v.name, v.live_quality) for v in self._variants.values()
+            if v.live_quality is not None and v.state is VariantState.SERVING
+        )  # fmt: skip
         self.version += 1
 
 

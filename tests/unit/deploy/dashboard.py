@@ -39,6 +39,7 @@ EXPORTED_METRICS = frozenset(
         "ray_tiergate_variant_accuracy",
         "ray_tiergate_variant_fidelity",
         "ray_tiergate_variant_fidelity_low",
+        "ray_tiergate_variant_routed_quality",
         "ray_tiergate_variant_state",
         "ray_tiergate_variant_p95_latency_ms",
         "ray_tiergate_variant_size_bytes",

@@ -121,4 +121,5 @@ def _row(variant: Variant, routed_on: dict[int, float] | None) -> dict[str, Any]
     return {
         **profile, "state": variant.state.value, "state_reason": variant.reason or None,
         "ready": variant.loaded, "routed": variant.routable, "live": live,
+        "live_quality": variant.live_quality,  # routing's quality for it, when live traffic put it lower
     }  # fmt: skip

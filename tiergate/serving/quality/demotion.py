@@ -14,6 +14,10 @@ window and either
   of the tiers (then it qualifies for none); the estimate is its offline accuracy less the
   fidelity it lost: each image more that disagrees with fp32 counts as one more wrong.
 
+Short of that, a serving variant whose estimate is below its offline accuracy is held to
+the estimate in routing (``MenuRegistry.estimate``, ``live_estimate``): it leaves the tiers
+whose floor it no longer meets and stays in the others.
+
 A demoted variant keeps being compared (shadow sampling probes it), its window restarted at
 the demotion, and it is re-admitted once ``readmit_samples`` images were compared and its
 live fidelity (the rate itself) is at least the offline lower bound, with its estimate at or
@@ -75,6 +79,18 @@ def why_demote(live: Fidelity, offline: Offline, floor: float | None, config: Sh
     return None
 
 
+def live_estimate(live: Fidelity, offline: Offline, config: ShadowConfig) -> float | None:
+    """The accuracy a serving variant is held to in routing: its estimate at the upper bound
+    of its live fidelity (at ``demote_z``), when that is below its offline figure; None
+    before ``min_samples`` or while live traffic shows nothing against the offline figure.
+    With it, a variant leaves the tiers whose floor it no longer meets and stays in the
+    others (below the loosest floor it is demoted instead: ``why_demote``)."""
+    if live.compared < config.min_samples:
+        return None
+    estimate = offline.accuracy_at(live.interval(config.demote_z)[1])
+    return estimate if estimate < offline.quality else None
+
+
 def may_readmit(live: Fidelity, offline: Offline, floor: float | None, config: ShadowConfig) -> bool:
     """Whether a variant demoted on its live fidelity has earned its way back."""
     if live.compared < config.readmit_samples:
@@ -121,6 +137,7 @@ class Demoter:
         if variant.state is VariantState.SERVING:
             reason = why_demote(figures, offline, self.floor(), self.config)
             if reason is None:
+                self.registry.estimate(name, live_estimate(figures, offline, self.config))
                 return None
             self.registry.demote(name, reason)
             self.demoted.add(name)

@@ -28,7 +28,14 @@ def _entry(name: str, fidelity: float = 0.95, sha256: str = "0" * 64) -> MenuEnt
 
 
 def _engine(name: str) -> SimpleNamespace:
-    return SimpleNamespace(name=name, available=True, closed=False, stats=SimpleNamespace(in_flight=0))
+    return SimpleNamespace(
+        name=name,
+        available=True,
+        closed=False,
+        stats=SimpleNamespace(in_flight=0),
+        latency_p95_ms=None,
+        local=False,
+    )
 
 
 @pytest.fixture
@@ -105,3 +112,28 @@ def test_the_reference_and_variants_demoted_elsewhere_are_left_alone(menu):
     registry.demote("int8", "by an operator")
     assert demoter.observe("int8", agreed=500, compared=500) is None
     assert registry.get("int8").state is VariantState.DEMOTED
+
+
+def test_a_variant_below_a_strict_floor_leaves_that_tier_only(menu):
+    """1,000 images at 92.5% agreement: upper bound about 0.948 is inside the offline interval
+    (from 0.9455) and the estimate 0.92 - (0.95 - 0.948), about 0.918, is above the loosest
+    floor (0.89): int8 stays serving, held to the estimate. A tier with a 0.919 floor then
+    routes past it; one with a 0.90 floor still picks it."""
+    from tiergate.profiles.policy import Constraints, choose
+    from tiergate.serving.menu_view import MenuView
+
+    registry, demoter, changes = menu
+    demoter.observe("int8", agreed=925, compared=1000)
+    int8 = registry.get("int8")
+    assert int8.state is VariantState.SERVING and changes == []
+    assert 0.917 < int8.live_quality < 0.919 and int8.routed_quality == int8.live_quality
+    catalog = [p for p in MenuView.of(registry).catalog if p.name == "int8"]
+    assert choose(catalog, Constraints(min_accuracy=0.919)).variant is None
+    assert choose(catalog, Constraints(min_accuracy=0.90)).variant == "int8"
+
+
+def test_a_variant_agreeing_as_offline_is_held_to_its_menu_figure(menu):
+    """1,000 images at 95% agreement leave nothing against the menu's figure: no estimate."""
+    registry, demoter, _ = menu
+    demoter.observe("int8", agreed=950, compared=1000)
+    assert registry.get("int8").live_quality is None and registry.estimated == ()
