@@ -25,8 +25,9 @@ Series (as Prometheus sees them):
   ray_tiergate_batch_size_bucket{variant,le}                images per ORT run
   ray_tiergate_tier_{slo_target,max_latency_ms,accuracy_floor,accuracy_objective}{tier}
   ray_tiergate_in_bound_accuracy_total{tier,variant}        per served request within its tier's
-                                                            latency bound, the offline accuracy of
-                                                            the variant that served it (over
+                                                            latency bound, the accuracy of the
+                                                            variant that served it, its live
+                                                            estimate where lower (over
                                                             slo_requests_total: effective accuracy)
   ray_tiergate_feedback_{labelled,correct}_total{tier,variant,bound}
                                                             images labelled by POST /v1/feedback,
@@ -199,7 +200,7 @@ class Metrics:
         self._feedback: deque[tuple[Outcome, Answer | None, int, int]] = deque()
         self.tiers, self.registry = dict(tiers), registry
         self._bounds = latency_bounds(tiers)
-        self._accuracy: dict[str, float] = {}  # each variant's offline accuracy, as describe() last saw
+        self._accuracy: dict[str, float] = {}  # each variant's routed accuracy, as describe() last saw
         self._static: list[tuple[object, float, dict[str, str]]] = []  # describe()'s gauges
         self._described = -1  # the registry version the gauges describe
 
@@ -284,7 +285,8 @@ class Metrics:
         if registry is None or registry.version == self._described:
             return
         self._described, static = registry.version, []
-        self._accuracy = {v.name: v.entry.quality for v in registry if v.entry is not None}
+        # the live estimate where shadowing put a variant below its menu figure
+        self._accuracy = {v.name: v.routed_quality for v in registry if v.entry is not None}
         reference = registry.get(registry.reference)
         reference_quality = reference.quality if reference is not None else None
         for name, state, value in variant_states(registry):

@@ -86,6 +86,18 @@ def test_in_bound_answers_add_their_variants_offline_accuracy(registry):
     }
 
 
+def test_in_bound_answers_add_the_live_estimate_where_lower(tiny_menu):
+    """With shadowing holding int8 to a live estimate below its menu accuracy, an in-bound
+    answer adds the estimate, not the menu's figure."""
+    registry = replica_for(tiny_menu, ACCURACY_TIERS, variants=["fp32", "int8"]).registry
+    lower = registry.get("int8").quality - 0.05
+    registry.estimate("int8", lower)
+    metrics = _recording(registry)
+    metrics.request(Trace(tier="fast", variant="int8", reason="best", latency_ms=1.0, slo_met=True), 200)
+    metrics.flush()
+    assert metrics.in_bound_accuracy.values == {(("tier", "fast"), ("variant", "int8")): pytest.approx(lower)}
+
+
 def test_feedback_counts_labelled_and_correct_by_bound_and_items_by_outcome(registry):
     """Feedback items become labelled/correct images per tier, variant and bound, and one
     item count per outcome; a zero correct count is never added (Ray refuses 0)."""
