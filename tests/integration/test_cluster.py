@@ -28,6 +28,7 @@ from tests.conftest import DIGITS_CONFIG, FIXTURE_CACHE, TINY_MENU
 from tests.integration.conftest import SERVE_OVERRIDES, _free_port
 from tests.support.load import PacedLoad
 from tests.support.polling import catalog, until
+from tests.support.prometheus import query, running_prometheus
 from tests.support.raycluster import RayNode, RayNodes, processes_titled
 from tiergate.serving.config import ServingConfig
 from tiergate.serving.ray_env import ray_flags
@@ -177,32 +178,8 @@ def prometheus(cluster, tmp_path_factory):
     config = committed.replace("/tmp/ray/prom_metrics_service_discovery.json", str(discovery))
     (folder / "prometheus.yml").write_text(config)
     shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", folder / "rules.yml")
-    port = _free_port()
-    process = subprocess.Popen(
-        ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert until(lambda: _ready(url), timeout_s=60, every_s=0.5), "prometheus not ready in 60 s"
+    with running_prometheus(folder, _free_port()) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _query(prometheus: str, expr: str) -> list:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert answer["status"] == "success", f"{expr}: {answer}"
-    return answer["data"]["result"]
 
 
 def _ports(series: list) -> set[int]:
@@ -219,16 +196,16 @@ def test_metrics_from_both_nodes_reach_one_prometheus(cluster, prometheus, digit
             for name in HEAD_VARIANTS + WORKER_VARIANTS:
                 body = {"inputs": digits.test.x[:2].tolist(), "variant": name}
                 assert http.post("/v1/predict", json=body).status_code == 200
-            found = _query(prometheus, "ray_tiergate_batch_size_count")
+            found = query(prometheus, "ray_tiergate_batch_size_count")
             return {s["metric"]["variant"] for s in found} >= set(HEAD_VARIANTS + WORKER_VARIANTS)
 
         assert until(served_and_scraped, timeout_s=90, every_s=1), "no batch series of every variant in 90 s"
     head, worker = cluster.head.metrics_port, cluster.worker.metrics_port
-    assert {head, worker} <= _ports([s for s in _query(prometheus, "up == 1")])
+    assert {head, worker} <= _ports([s for s in query(prometheus, "up == 1")])
     for name in HEAD_VARIANTS + WORKER_VARIANTS:
         expected = head if name in HEAD_VARIANTS else worker
-        assert _ports(_query(prometheus, f'ray_tiergate_batch_size_count{{variant="{name}"}}')) == {expected}
-    assert _ports(_query(prometheus, "ray_tiergate_requests_total")) == {head}
+        assert _ports(query(prometheus, f'ray_tiergate_batch_size_count{{variant="{name}"}}')) == {expected}
+    assert _ports(query(prometheus, "ray_tiergate_requests_total")) == {head}
 
 
 def test_losing_the_worker_node_under_load_loses_at_most_the_bound_and_it_comes_back(cluster, digits):

@@ -5,7 +5,6 @@ every query of the Grafana dashboard must then return data."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import _free_port, deployed
+from tests.support.prometheus import query, running_prometheus
 from tests.unit.deploy.dashboard import dashboard_queries
 
 pytestmark = [
@@ -45,19 +45,8 @@ def prometheus(serve_cluster, tmp_path_factory):
         ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    process = subprocess.Popen(
-        ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60, "prometheus ready")
+    with running_prometheus(folder, _free_port()) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _wait(check, timeout_s: float, what: str):
@@ -70,12 +59,6 @@ def _wait(check, timeout_s: float, what: str):
             pass
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def _query(prometheus: str, expr: str) -> list:
-    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert response["status"] == "success", f"{expr}: {response}"
-    return response["data"]["result"]
 
 
 def _recording_rules() -> list[str]:
@@ -103,19 +86,17 @@ def test_rules_and_dashboard_queries_return_data(gateway, prometheus, digits):
             time.sleep(0.2)
 
     series = _wait(
-        lambda: _query(prometheus, 'ray_tiergate_requests_total{code="200"}'), 60, "tiergate series"
+        lambda: query(prometheus, 'ray_tiergate_requests_total{code="200"}'), 60, "tiergate series"
     )
     assert {"application", "deployment", "replica", "tier", "variant"} <= set(series[0]["metric"])
-    assert _query(prometheus, "ray_serve_deployment_request_counter_total"), "Ray Serve's own are exported"
-    bounds = {s["metric"]["le"] for s in _query(prometheus, "ray_tiergate_request_latency_ms_bucket")}
-    for tier in _query(prometheus, "ray_tiergate_tier_max_latency_ms"):
+    assert query(prometheus, "ray_serve_deployment_request_counter_total"), "Ray Serve's own are exported"
+    bounds = {s["metric"]["le"] for s in query(prometheus, "ray_tiergate_request_latency_ms_bucket")}
+    for tier in query(prometheus, "ray_tiergate_tier_max_latency_ms"):
         assert any(float(le) == float(tier["value"][1]) for le in bounds if le != "+Inf")
 
-    labelled = _wait(
-        lambda: _query(prometheus, "ray_tiergate_feedback_labelled_total"), 30, "feedback series"
-    )
+    labelled = _wait(lambda: query(prometheus, "ray_tiergate_feedback_labelled_total"), 30, "feedback series")
     assert {"tier", "variant", "bound"} <= set(labelled[0]["metric"])
-    assert {s["metric"]["tier"] for s in _query(prometheus, "ray_tiergate_tier_accuracy_objective")} == set(
+    assert {s["metric"]["tier"] for s in query(prometheus, "ray_tiergate_tier_accuracy_objective")} == set(
         tiers
     )
     empty = []
@@ -128,7 +109,7 @@ def test_rules_and_dashboard_queries_return_data(gateway, prometheus, digits):
 def _wait_for_data(prometheus: str, expr: str, timeout_s: float = 20) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _query(prometheus, expr):
+        if query(prometheus, expr):
             return True
         time.sleep(1)
     return False

@@ -167,7 +167,7 @@ class Metrics:
         )
         self.in_bound_accuracy = Counter(
             "tiergate_in_bound_accuracy",
-            "Offline accuracy of the serving variant, added per request served within its tier's bound",
+            "Accuracy of the serving variant (live estimate if lower), per request served within its bound",
             tag_keys=("tier", "variant"),
         )
         feedback_keys = ("tier", "variant", "bound")
