@@ -4,7 +4,7 @@ at each concurrency, several alternating rounds.
 
     .venv/bin/python -m tests.benchmarks.bench_gateway [--variants distilled+int8 int8 fp32] \
         [--tiers fast] [--concurrency 1 32] [--rounds 3] [--duration 8] [--config F] \
-        [--setup serving.replicas=2 --setup ...]
+        [--setup serving.replicas=2 --setup ...] [--checkout DIR]
 
 The bare server (tests/benchmarks/bare_server.py) is Starlette on uvicorn with as many
 worker processes as the machine has cores, orjson, one ORT thread per worker, at the
@@ -14,7 +14,9 @@ reported beside it. CPU per answer is the CPU time of each server's whole proces
 its 2xx answers; the load generator is outside both. Every round is printed, then the
 medians, then tiergate's CPU per answer by process.
 
-Each ``--setup`` (comma-separated config overrides) starts its own gateway. Needs a warm
+Each ``--setup`` (comma-separated config overrides) starts its own gateway. ``--checkout
+DIR`` serves another checkout's code from its own ``.venv`` (the bare server stays this
+one's), so a before/after comparison runs the same harness on both. Needs a warm
 cache (run `tiergate compress` first) and Debian's `wrk`.
 """
 
@@ -31,6 +33,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -56,12 +59,21 @@ def wait_ready(url: str, timeout_s: float = 180) -> None:
     sys.exit(f"not ready after {timeout_s} s: {url}")
 
 
-def start_gateway(overrides: list[str], config: str | None = None) -> subprocess.Popen:
-    """`tiergate serve` with ``overrides``, once ready. Its replicas run at nice 0 (the
+def checkout_python(checkout: Path | None) -> str:
+    """The interpreter that runs ``checkout``'s tiergate: its own ``.venv`` (default: this one)."""
+    return str(checkout / ".venv" / "bin" / "python") if checkout else sys.executable
+
+
+def start_gateway(
+    overrides: list[str], config: str | None = None, checkout: Path | None = None
+) -> subprocess.Popen:
+    """`tiergate serve` with ``overrides``, once ready; ``checkout``: serve another checkout's
+    code, from its own ``.venv`` (for before/after runs). Its replicas run at nice 0 (the
     RAY_worker_niceness flag tiergate sets), as this process and its load generator do."""
-    command = [sys.executable, "-m", "tiergate.cli", "serve", *(["--config", config] if config else []),
+    command = [checkout_python(checkout), "-m", "tiergate.cli", "serve",
+               *(["--config", config] if config else []),
                *(f"--set={item}" for item in overrides)]  # fmt: skip
-    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=checkout)
     wait_ready(f"http://127.0.0.1:{GATEWAY}/readyz", timeout_s=600)
     return gateway
 
@@ -185,6 +197,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per cell")
     parser.add_argument("--bare-workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--config", help="tiergate config for the gateway (default: the shipped one)")
+    parser.add_argument("--checkout", type=Path,
+                        help="serve this checkout's code from its own .venv (default: this one)")  # fmt: skip
     parser.add_argument("--setup", action="append", default=[],
                         help="comma-separated FIELD=VALUE overrides for one gateway; repeatable")  # fmt: skip
     args = parser.parse_args()
@@ -202,14 +216,15 @@ def main() -> None:
 
 def run_setup(args: argparse.Namespace, overrides: list[str]) -> list[Cell]:
     label = ", ".join(item.removeprefix("serving.") for item in overrides) or "defaults"
-    gateway = start_gateway(overrides, args.config)
+    gateway = start_gateway(overrides, args.config, args.checkout)
     try:
         base = f"http://127.0.0.1:{GATEWAY}"
         tiers = httpx.get(f"{base}/v1/tiers").json()
         variants = {v["name"]: v for v in httpx.get(f"{base}/v1/variants").json()["variants"]}
-        menu = subprocess.run([sys.executable, "-m", "tiergate.cli", "compress", "--json",
+        menu = subprocess.run([checkout_python(args.checkout), "-m", "tiergate.cli", "compress", "--json",
                                *(["--config", args.config] if args.config else [])],
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+                              capture_output=True, text=True, check=True,
+                              cwd=args.checkout).stdout  # fmt: skip
         paths = {v["name"]: v["path"] for v in json.loads(menu)["variants"]}
         shape = httpx.get(f"{base}/v2/models/fp32").json()["inputs"][0]["shape"][1:]
         image = np.random.default_rng(0).random(shape).round(4).tolist()

@@ -15,7 +15,7 @@ tier's max_latency_ms, timed by the client), effective accuracy (the accuracy of
 variants that served, weighted by traffic), goodput and errors.
 
     .venv/bin/python -m tests.benchmarks.bench_overload [--tier balanced] [--seconds 15] \\
-        [--loads 0.5 1 2 3] [--plot benchmarks/overload.png]
+        [--loads 0.5 1 2 3] [--plot benchmarks/overload.png] [--checkout DIR]
 
 The client runs at the priority Ray gives its workers (nice 15), so that neither it nor
 the gateway outranks the other on the shared cores, and the first 3 s after start-up
@@ -29,6 +29,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -187,8 +188,10 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=["adaptive", "static"], help="default: all")
     parser.add_argument("--plot", help="PNG of attainment and effective accuracy against load")
     parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
+    parser.add_argument("--checkout", type=Path,
+                        help="serve this checkout's code from its own .venv (default: this one)")  # fmt: skip
     args = parser.parse_args()
-    gateway = start_gateway(args.set)
+    gateway = start_gateway(args.set, checkout=args.checkout)
     try:
         print("| offered load | serving | sent | attainment % client (gateway) | effective accuracy % | "
               "goodput/s | errors | "
