@@ -110,7 +110,9 @@ async def measure(args: argparse.Namespace) -> list[dict]:
         serving_p95 = {v["name"]: v["live"]["serving_p95_ms"]["1"] for v in variants}
         fastest = min(serving_p95, key=serving_p95.get)
         p50 = {v["name"]: v["latency_ms"]["1"]["p50"] for v in variants}
-        capacity = 1000 / p50["fp32"]  # one image at a time, back to back: what fp32 alone carries
+        # one image at a time, back to back: what fp32 alone carries (or a fixed unit, so that
+        # two checkouts with menus timed apart get the same offered rates)
+        capacity = args.unit_rps or 1000 / p50["fp32"]
         print(f"tier {args.tier}: bound {bound_ms} ms; fp32 capacity ~{capacity:.0f} req/s "
               f"(1000 / its batch-1 p50); fastest variant {fastest}", flush=True)  # fmt: skip
         image = np.random.default_rng(0).random(shape).round(4).tolist()
@@ -188,6 +190,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=["adaptive", "static"], help="default: all")
     parser.add_argument("--plot", help="PNG of attainment and effective accuracy against load")
     parser.add_argument("--set", action="append", default=[], help="config override for the gateway")
+    parser.add_argument("--unit-rps", type=float,
+                        help="req/s of load 1x (default: 1000 / fp32's batch-1 p50 in the menu)")  # fmt: skip
     parser.add_argument("--checkout", type=Path,
                         help="serve this checkout's code from its own .venv (default: this one)")  # fmt: skip
     args = parser.parse_args()
